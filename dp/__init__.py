@@ -1,0 +1,1 @@
+"""dp package (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""membership package (see DESIGN.md)."""

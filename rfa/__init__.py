@@ -1,0 +1,1 @@
+"""rfa package (see DESIGN.md)."""

@@ -1,0 +1,178 @@
+"""Secure-average oracles: sum_i w_i x_i / sum_i w_i, with the sums taken securely.
+
+An oracle sees one vector and one weight per client. Each client sends the pair
+(u_i x_i, u_i) with u_i = w_i / B for a public weight bound B (so u_i <= 1 and
+the weighted vector obeys the same per-coordinate bound as x_i); both parts are
+summed through the oracle, the weight as one more coordinate. The server learns
+the weighted sum and the total weight, nothing else (RFA paper, Sec. III-A,
+"secure average oracle"; Bonawitz et al. 2017 for the masked realisation).
+
+- :class:`PlaintextOracle`: the float reference (ideal functionality).
+- :class:`QuantizedOracle`: encode -> exact integer sum mod M -> decode; this is
+  bit for bit what the masked protocol returns.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+import torch
+
+from .encoding import FixedPointEncoder, modular_sum
+from .transcript import Transcript
+
+Tensor = torch.Tensor
+
+
+@dataclass
+class SumResult:
+    """What a secure-sum backend returns: the sum over survivors, and the server's view."""
+
+    total: Tensor                 # float [d + 1]: sum of (u_i x_i, u_i) over survivors
+    survivors: List[int]
+    server_view: Dict[str, Any] = field(default_factory=dict)
+
+
+def _check_inputs(vectors: Tensor, weights: Tensor) -> None:
+    if vectors.ndim != 2:
+        raise ValueError(f"vectors must be a [n, d] matrix, got shape {tuple(vectors.shape)}")
+    if weights.ndim != 1 or weights.shape[0] != vectors.shape[0]:
+        raise ValueError(f"weights must have shape [{vectors.shape[0]}] (one per client), "
+                         f"got {tuple(weights.shape)}")
+    if vectors.shape[0] == 0:
+        raise ValueError("no client vectors: the oracle needs at least one input")
+    if not torch.is_floating_point(vectors):
+        raise TypeError(f"vectors must be floating point, got {vectors.dtype}")
+    if weights.device != vectors.device:
+        raise ValueError(f"weights are on {weights.device} but vectors on {vectors.device}; "
+                         "put them on one device")
+    finite = torch.isfinite(vectors).all(dim=1)
+    if not finite.all():
+        bad = (~finite).nonzero().flatten().tolist()
+        raise ValueError(f"non-finite values in the updates of client(s) {bad[:10]}; "
+                         "a diverged client must be fixed or excluded before aggregation")
+    if not torch.isfinite(weights).all() or (weights < 0).any():
+        raise ValueError(f"weights must be finite and >= 0, got {weights.tolist()[:10]}...")
+
+
+class SecureAverageOracle(ABC):
+    """Interface of every secure-average oracle.
+
+    ``average(vectors, weights)`` returns sum_i w_i x_i / sum_i w_i and records the
+    call in ``transcript`` (a :class:`Transcript`) when one is given.
+    """
+
+    name: str = "oracle"
+
+    def average(self, vectors: Tensor, weights: Tensor, *, weight_bound: Optional[float] = None,
+                transcript: Optional[Transcript] = None, label: str = "average") -> Tensor:
+        """One oracle call.
+
+        Parameters
+        ----------
+        vectors : Tensor [n, d]
+            One row per client.
+        weights : Tensor [n]
+            Non-negative client weights.
+        weight_bound : float, optional
+            Public bound B >= max w_i used to normalise the weights to [0, 1]
+            before encoding. Default: max_i w_i, which the server then learns
+            (recorded as revealed in the transcript).
+        """
+        weights = torch.as_tensor(weights, dtype=vectors.dtype, device=vectors.device)
+        _check_inputs(vectors, weights)
+        wmax = float(weights.max())
+        revealed: Dict[str, Any] = {"n_inputs": int(vectors.shape[0])}
+        if weight_bound is None:
+            weight_bound = wmax
+            revealed["weight_bound"] = weight_bound
+        elif not weight_bound > 0 or wmax > weight_bound * (1 + 1e-12):
+            raise ValueError(f"weight_bound={weight_bound!r} must be > 0 and >= the largest weight "
+                             f"{wmax!r}; pass a valid public bound or None")
+        if wmax <= 0:
+            raise ValueError("all client weights are zero: the average is undefined; "
+                             "give at least one client a positive weight")
+        u = (weights / weight_bound).clamp_(max=1.0)
+        payload = torch.cat([vectors * u[:, None], u[:, None]], dim=1)
+        res = self._secure_sum(payload)
+        total_weight = res.total[-1]
+        if not total_weight > 0:
+            raise ValueError(
+                f"the surviving clients {res.survivors} have total weight {float(total_weight)!r}; "
+                "the average is undefined (all survivors sent weight 0)")
+        avg = (res.total[:-1] / total_weight).to(vectors.dtype)
+        revealed["total_weight"] = float(total_weight) * weight_bound
+        if transcript is not None:
+            surv = torch.as_tensor(res.survivors, device=vectors.device, dtype=torch.long)
+            eff = torch.zeros_like(u)
+            eff[surv] = u[surv] / u[surv].sum()
+            transcript.record_call(label=label, oracle=self.name, output=avg, revealed=revealed,
+                                   survivors=res.survivors, server_view=res.server_view,
+                                   ground_truth={"effective_weights": eff.detach()})
+        return avg
+
+    @abstractmethod
+    def _secure_sum(self, payload: Tensor) -> SumResult:
+        """Sum the rows of ``payload`` [n, d + 1] as the server would learn it."""
+
+
+class PlaintextOracle(SecureAverageOracle):
+    """Float reference: the exact weighted average, no encoding (ideal functionality)."""
+
+    name = "plaintext"
+
+    def _secure_sum(self, payload: Tensor) -> SumResult:
+        # Accumulate in float64 so the reference is at least as accurate as the encoding.
+        total = payload.to(torch.float64).sum(dim=0)
+        return SumResult(total=total, survivors=list(range(payload.shape[0])))
+
+
+class QuantizedOracle(SecureAverageOracle):
+    """Encode into Z_{2^bits}, sum exactly mod M, decode.
+
+    Parameters
+    ----------
+    bits : int
+        Modulus M = 2^bits (default 32).
+    clip : float
+        Per-coordinate bound on each client's vector; the weight coordinate is
+        bounded by 1 after normalisation.
+    rounding, overflow : see :class:`FixedPointEncoder`.
+    seed : int
+        Seeds the generator of the stochastic rounding (one stream per oracle).
+    """
+
+    name = "quantized"
+
+    def __init__(self, bits: int = 32, clip: float = 10.0, *, rounding: str = "stochastic",
+                 overflow: str = "raise", seed: int = 0):
+        # Validate eagerly so a bad configuration fails before any training.
+        FixedPointEncoder(bits, clip, 1, rounding=rounding, overflow=overflow)
+        self.bits, self.clip, self.rounding, self.overflow = bits, float(clip), rounding, overflow
+        self.seed = seed
+        self._generators: Dict[str, torch.Generator] = {}
+        self.last_clipped = 0
+
+    def encoder(self, n: int, d: int, device: torch.device) -> FixedPointEncoder:
+        clip = torch.full((d + 1,), self.clip, dtype=torch.float64)
+        clip[-1] = 1.0
+        return FixedPointEncoder(self.bits, clip, n, rounding=self.rounding, overflow=self.overflow)
+
+    def generator(self, device: torch.device) -> torch.Generator:
+        key = str(device)
+        if key not in self._generators:
+            self._generators[key] = torch.Generator(device=device).manual_seed(self.seed)
+        return self._generators[key]
+
+    def _secure_sum(self, payload: Tensor) -> SumResult:
+        n, d1 = payload.shape
+        enc = self.encoder(n, d1 - 1, payload.device)
+        encoded = enc.encode(payload, generator=self.generator(payload.device))
+        self.last_clipped = enc.last_clipped
+        total, survivors, view = self._sum_encoded(encoded)
+        return SumResult(total=enc.decode(total), survivors=survivors, server_view=view)
+
+    def _sum_encoded(self, encoded: Tensor):
+        """Exact modular sum of all rows; the masked protocol overrides this."""
+        return modular_sum(encoded, self.bits), list(range(encoded.shape[0])), {}
