@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from typing import Optional, Union
 
+import numpy as np
 import torch
 
 Tensor = torch.Tensor
@@ -102,12 +103,13 @@ class FixedPointEncoder:
                 f"bits={bits} leaves no room for {n_summands} summands: M/2 - 1 = {half} < "
                 f"2 * n_summands; use more bits (at least {math.ceil(math.log2(4 * n_summands)) + 1})")
         if scale is None:
-            self.scale = max_int_per_summand / clip_t
+            # The 2^-48 margin absorbs float64 rounding of clip*scale when bits > 53.
+            self.scale = max_int_per_summand * (1 - 2.0 ** -48) / clip_t
         else:
             scale_t = torch.as_tensor(scale, dtype=torch.float64)
             if not torch.isfinite(scale_t).all() or (scale_t <= 0).any():
                 raise ValueError(f"scale={scale!r} must be finite and > 0")
-            worst = float((torch.floor(clip_t * scale_t) + 1).max()) * n_summands
+            worst = float((torch.floor(clip_t * scale_t * (1 + 2.0 ** -48)) + 1).max()) * n_summands
             if worst > half:
                 raise ValueError(
                     f"scale={scale!r} can wrap: {n_summands} summands of |x| <= clip={clip!r} reach "
@@ -117,51 +119,78 @@ class FixedPointEncoder:
         self.resolution = 1.0 / self.scale
         self.last_clipped = 0
 
-    def _scale_for(self, x: Tensor, start: int = 0, stop: Optional[int] = None) -> Tensor:
-        s = self.scale.to(x.device)
-        if s.ndim == 0:
-            return s
-        return s[..., start:stop]
+    def encode(self, x: Tensor, generator: Union[None, torch.Generator, np.random.Generator] = None) -> Tensor:
+        """Encode a float tensor [..., d] into int64 residues mod M.
 
-    def encode(self, x: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
-        """Encode a float tensor [..., d] into int64 residues mod M."""
+        ``generator`` drives stochastic rounding: a ``numpy.random.Generator``
+        (fastest on the CPU) or a ``torch.Generator`` on ``x``'s device.
+        Works in cache-sized chunks of coordinates with reused buffers, so the
+        float64 intermediates never exist at full size.
+        """
         if not torch.is_floating_point(x):
             raise TypeError(f"encode needs a floating tensor, got {x.dtype}")
-        if not torch.isfinite(x).all():
-            bad = (~torch.isfinite(x)).nonzero()[0].tolist()
-            raise ValueError(f"cannot encode non-finite values (first at index {bad}); "
-                             "check the client update for NaN/inf")
-        clip = self.clip.to(x.device)
-        over = x.abs() > clip
-        n_over = int(over.sum())
-        self.last_clipped = 0
-        if n_over:
-            if self.overflow == "raise":
-                idx = over.nonzero()[0].tolist()
-                worst = float(x.abs().max())
-                raise ValueError(
-                    f"{n_over} coordinate(s) exceed the clip bound (largest |x| = {worst:.6g}, first at "
-                    f"index {idx}, clip = {self.clip.max().item():.6g}); raise the clip bound, clip the "
-                    "updates before encoding, or use overflow='clip'")
-            self.last_clipped = n_over
         flat = x.reshape(-1, x.shape[-1]) if x.ndim > 1 else x.reshape(1, -1)
+        rows, d = flat.shape
+        clip = self.clip.to(x.device)
+        scale = self.scale.to(x.device)
+        if clip.ndim and clip.shape[-1] != d:
+            raise ValueError(f"clip has {clip.shape[-1]} coordinates but the input has {d}")
         out = torch.empty(flat.shape, dtype=torch.int64, device=x.device)
-        d = flat.shape[1]
-        step = max(1, _CHUNK_ELEMS // max(1, flat.shape[0]))
+        step = max(1, _CHUNK_ELEMS // max(1, rows))
+        buf = torch.empty((rows, min(step, d)), dtype=torch.float64, device=x.device)
+        use_numpy = isinstance(generator, np.random.Generator)
+        if use_numpy and x.device.type != "cpu":
+            raise ValueError("a numpy generator can only drive rounding on the CPU; pass a torch.Generator "
+                             f"on {x.device}")
+        ubuf = np.empty(buf.numel(), dtype=np.float32) if use_numpy else None
+        self.last_clipped = 0
         for start in range(0, d, step):
             stop = min(d, start + step)
-            y = flat[:, start:stop].to(torch.float64)
-            if n_over:
-                c = clip if clip.ndim == 0 else clip[..., start:stop]
-                y = torch.maximum(torch.minimum(y, c), -c)
-            y = y * self._scale_for(x, start, stop)
+            chunk = flat[:, start:stop]
+            c = clip if clip.ndim == 0 else clip[start:stop]
+            lo, hi = torch.aminmax(chunk)
+            if not (torch.isfinite(lo) and torch.isfinite(hi)):
+                self._refuse_nonfinite(flat)
+            y = buf[:, :stop - start]
+            y.copy_(chunk)
+            if float(torch.maximum(-lo, hi)) > float(c.min()):
+                over = chunk.abs() > c
+                n_over = int(over.sum())
+                if n_over:
+                    if self.overflow == "raise":
+                        self._refuse_overflow(flat, over, start)
+                    self.last_clipped += n_over
+                    y.copy_(torch.maximum(torch.minimum(y, c), -c))
+            y.mul_(scale if scale.ndim == 0 else scale[start:stop])
             if self.rounding == "stochastic":
-                u = torch.rand(y.shape, generator=generator, device=y.device, dtype=torch.float32)
-                y.add_(u).floor_()
+                if use_numpy:
+                    u = ubuf[:rows * (stop - start)].reshape(rows, stop - start)
+                    generator.random(out=u, dtype=np.float32)
+                    y.add_(torch.from_numpy(u))
+                else:
+                    y.add_(torch.rand(y.shape, generator=generator, device=y.device, dtype=torch.float32))
+                y.floor_()
             else:
                 y.round_()
-            out[:, start:stop] = y.to(torch.int64)
-        return wrap_mod(out, self.bits).reshape(x.shape)
+            o = out[:, start:stop]
+            o.copy_(y)
+            if self.bits < 64:
+                o.bitwise_and_(self.modulus - 1)
+        return out.reshape(x.shape)
+
+    def _refuse_nonfinite(self, flat: Tensor):
+        bad = (~torch.isfinite(flat)).nonzero()[0].tolist()
+        raise ValueError(f"cannot encode non-finite values (first at [row, coordinate] {bad}); "
+                         "check the client update for NaN/inf")
+
+    def _refuse_overflow(self, flat: Tensor, over_chunk: Tensor, offset: int):
+        r, j = over_chunk.nonzero()[0].tolist()
+        value = float(flat[r, offset + j])
+        bound = float(self.clip if self.clip.ndim == 0 else self.clip[offset + j])
+        raise ValueError(
+            f"value {value:.6g} at [row {r}, coordinate {offset + j}] exceeds the clip bound {bound:.6g} "
+            "of the fixed-point encoding; raise the clip bound (--clip), clip the updates before "
+            "encoding, or use overflow='clip'")
 
     def to_signed(self, residues: Tensor) -> Tensor:
         """Map residues mod M to the signed representatives in [-M/2, M/2)."""

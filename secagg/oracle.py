@@ -17,6 +17,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
+import numpy as np
 import torch
 
 from .encoding import FixedPointEncoder, modular_sum
@@ -47,9 +48,9 @@ def _check_inputs(vectors: Tensor, weights: Tensor) -> None:
     if weights.device != vectors.device:
         raise ValueError(f"weights are on {weights.device} but vectors on {vectors.device}; "
                          "put them on one device")
-    finite = torch.isfinite(vectors).all(dim=1)
-    if not finite.all():
-        bad = (~finite).nonzero().flatten().tolist()
+    lo, hi = torch.aminmax(vectors)  # one fast pass; NaN/inf propagate into the extremes
+    if not (torch.isfinite(lo) and torch.isfinite(hi)):
+        bad = (~torch.isfinite(vectors).all(dim=1)).nonzero().flatten().tolist()
         raise ValueError(f"non-finite values in the updates of client(s) {bad[:10]}; "
                          "a diverged client must be fixed or excluded before aggregation")
     if not torch.isfinite(weights).all() or (weights < 0).any():
@@ -94,8 +95,7 @@ class SecureAverageOracle(ABC):
             raise ValueError("all client weights are zero: the average is undefined; "
                              "give at least one client a positive weight")
         u = (weights / weight_bound).clamp_(max=1.0)
-        payload = torch.cat([vectors * u[:, None], u[:, None]], dim=1)
-        res = self._secure_sum(payload)
+        res = self._secure_sum(vectors, u)
         total_weight = res.total[-1]
         if not total_weight > 0:
             raise ValueError(
@@ -113,8 +113,8 @@ class SecureAverageOracle(ABC):
         return avg
 
     @abstractmethod
-    def _secure_sum(self, payload: Tensor) -> SumResult:
-        """Sum the rows of ``payload`` [n, d + 1] as the server would learn it."""
+    def _secure_sum(self, vectors: Tensor, u: Tensor) -> SumResult:
+        """Sum the clients' (u_i x_i, u_i) [d + 1] as the server would learn it."""
 
 
 class PlaintextOracle(SecureAverageOracle):
@@ -122,10 +122,9 @@ class PlaintextOracle(SecureAverageOracle):
 
     name = "plaintext"
 
-    def _secure_sum(self, payload: Tensor) -> SumResult:
-        # Accumulate in float64 so the reference is at least as accurate as the encoding.
-        total = payload.to(torch.float64).sum(dim=0)
-        return SumResult(total=total, survivors=list(range(payload.shape[0])))
+    def _secure_sum(self, vectors: Tensor, u: Tensor) -> SumResult:
+        total = torch.cat([u @ vectors, u.sum().reshape(1)])
+        return SumResult(total=total, survivors=list(range(vectors.shape[0])))
 
 
 class QuantizedOracle(SecureAverageOracle):
@@ -151,7 +150,7 @@ class QuantizedOracle(SecureAverageOracle):
         FixedPointEncoder(bits, clip, 1, rounding=rounding, overflow=overflow)
         self.bits, self.clip, self.rounding, self.overflow = bits, float(clip), rounding, overflow
         self.seed = seed
-        self._generators: Dict[str, torch.Generator] = {}
+        self._generators: Dict[str, Any] = {}
         self.last_clipped = 0
 
     def encoder(self, n: int, d: int, device: torch.device) -> FixedPointEncoder:
@@ -159,13 +158,24 @@ class QuantizedOracle(SecureAverageOracle):
         clip[-1] = 1.0
         return FixedPointEncoder(self.bits, clip, n, rounding=self.rounding, overflow=self.overflow)
 
-    def generator(self, device: torch.device) -> torch.Generator:
+    def generator(self, device: torch.device):
+        """The rounding generator for ``device``: numpy PCG64 on the CPU (fast), torch elsewhere."""
         key = str(device)
         if key not in self._generators:
-            self._generators[key] = torch.Generator(device=device).manual_seed(self.seed)
+            self._generators[key] = (np.random.default_rng(self.seed) if torch.device(device).type == "cpu"
+                                     else torch.Generator(device=device).manual_seed(self.seed))
         return self._generators[key]
 
-    def _secure_sum(self, payload: Tensor) -> SumResult:
+    def client_payload(self, vectors: Tensor, u: Tensor) -> Tensor:
+        """What each client encodes: its weighted vector u_i x_i and its weight u_i, [n, d + 1]."""
+        n, d = vectors.shape
+        payload = torch.empty((n, d + 1), dtype=vectors.dtype, device=vectors.device)
+        torch.mul(vectors, u[:, None], out=payload[:, :d])
+        payload[:, d] = u
+        return payload
+
+    def _secure_sum(self, vectors: Tensor, u: Tensor) -> SumResult:
+        payload = self.client_payload(vectors, u)
         n, d1 = payload.shape
         enc = self.encoder(n, d1 - 1, payload.device)
         encoded = enc.encode(payload, generator=self.generator(payload.device))

@@ -1,0 +1,175 @@
+"""Federated training in one process: rounds, client sampling, secure aggregation, history.
+
+Each round: sample clients (seeded), train them locally from the global model
+(vectorized or looped), hand the updates to the aggregation rule as a
+:class:`secagg.ClientUpdates` backed by the configured oracle, apply the
+aggregate with the server learning rate, evaluate on held-out data.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional
+
+import torch
+
+import secagg
+from secagg import ClientUpdates, PlaintextOracle, QuantizedOracle, Transcript
+
+from .aggregators import make_rule
+from .clients import TRAINERS, LocalTraining, evaluate
+from .data import Dataset, load_dataset, partition
+from .models import build_model, flat_params, set_flat_params
+
+SECAGG_MODES = ("off", "plaintext", "quantized", "masked")
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run; every field has a default (``fedaudit run``'s)."""
+
+    dataset: str = "digits"
+    clients: int = 20
+    clients_per_round: Optional[int] = None     # None: all clients every round
+    rounds: int = 30
+    partition: str = "dirichlet"
+    alpha: float = 0.5                          # Dirichlet concentration
+    labels_per_client: int = 2                  # shards partition
+    model: str = "mlp"
+    rule: str = "fedavg"
+    rule_args: Dict[str, Any] = field(default_factory=dict)
+    secagg: str = "quantized"
+    bits: int = 32
+    clip: float = 10.0
+    threshold: Optional[float] = None           # masked: int count or fraction of clients
+    neighbors: Optional[int] = None             # masked: k-regular graph degree (None: complete)
+    dropout_rate: float = 0.0                   # masked: per-call client dropout probability
+    local_epochs: int = 2
+    batch_size: int = 16
+    lr: float = 0.05
+    momentum: float = 0.5
+    weight_decay: float = 0.0
+    server_lr: float = 1.0
+    training: str = "vmap"
+    seed: int = 0
+    device: str = "cpu"
+
+    def validate(self) -> None:
+        if self.secagg not in SECAGG_MODES:
+            raise ValueError(f"secagg={self.secagg!r}; choose one of {SECAGG_MODES}")
+        if self.training not in TRAINERS:
+            raise ValueError(f"training={self.training!r}; choose one of {sorted(TRAINERS)}")
+        if not isinstance(self.rounds, int) or self.rounds < 1:
+            raise ValueError(f"rounds={self.rounds!r} must be a positive integer")
+        if self.clients_per_round is not None and not 1 <= self.clients_per_round <= self.clients:
+            raise ValueError(f"clients_per_round={self.clients_per_round!r} must lie in [1, clients={self.clients}]")
+        if not self.server_lr > 0:
+            raise ValueError(f"server_lr={self.server_lr!r} must be > 0")
+
+    def local_training(self) -> LocalTraining:
+        return LocalTraining(self.local_epochs, self.batch_size, self.lr, self.momentum, self.weight_decay)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def make_oracle(cfg: RunConfig, n_clients: int) -> Optional[secagg.SecureAverageOracle]:
+    """The oracle for ``cfg.secagg`` (None for "off": rules see plaintext updates)."""
+    if cfg.secagg in ("off", "plaintext"):
+        return PlaintextOracle()
+    if cfg.secagg == "quantized":
+        return QuantizedOracle(bits=cfg.bits, clip=cfg.clip, seed=cfg.seed)
+    if not hasattr(secagg, "MaskedOracle"):
+        raise ValueError("secagg='masked' needs secagg.MaskedOracle, which this build lacks")
+    threshold = cfg.threshold
+    kwargs = {"bits": cfg.bits, "clip": cfg.clip, "seed": cfg.seed,
+              "neighbors": cfg.neighbors, "dropout_rate": cfg.dropout_rate}
+    if threshold is not None:
+        kwargs["threshold"] = threshold
+    return secagg.MaskedOracle(**kwargs)
+
+
+@dataclass
+class RoundRecord:
+    round: int
+    test_accuracy: float
+    test_loss: float
+    oracle_calls: int
+    clients: int
+    seconds: float
+
+
+class Simulation:
+    """One federated run. ``run()`` returns the list of :class:`RoundRecord`."""
+
+    def __init__(self, cfg: RunConfig, dataset: Optional[Dataset] = None):
+        cfg.validate()
+        self.cfg = cfg
+        self.device = torch.device(cfg.device)
+        ds = dataset if dataset is not None else load_dataset(cfg.dataset, seed=cfg.seed)
+        self.data = ds.to(self.device)
+        pkw = {"alpha": cfg.alpha} if cfg.partition == "dirichlet" else \
+            {"labels_per_client": cfg.labels_per_client} if cfg.partition == "shards" else {}
+        self.client_indices = [ix.to(self.device) for ix in
+                               partition(ds.y_train, cfg.clients, cfg.partition, seed=cfg.seed, **pkw)]
+        self.model = build_model(cfg.model, ds.input_shape, ds.num_classes, seed=cfg.seed).to(self.device)
+        self.rule = make_rule(cfg.rule, **cfg.rule_args)
+        self.secure = cfg.secagg != "off"
+        self.oracle = make_oracle(cfg, cfg.clients)
+        self.transcript = Transcript()
+        self.local = cfg.local_training()
+        self.trainer = TRAINERS[cfg.training]
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.history: List[RoundRecord] = []
+        self.batch_transform = None
+
+    def sample_clients(self) -> torch.Tensor:
+        m = self.cfg.clients_per_round or self.cfg.clients
+        if m == self.cfg.clients:
+            return torch.arange(self.cfg.clients)
+        return torch.randperm(self.cfg.clients, generator=self.gen)[:m].sort().values
+
+    def client_updates(self, ids: torch.Tensor) -> torch.Tensor:
+        parts = [self.client_indices[i] for i in ids.tolist()]
+        return self.trainer(self.model, self.data.x_train, self.data.y_train, parts, self.local,
+                            self.gen, batch_transform=self.batch_transform, client_ids=ids)
+
+    def step(self, rnd: int) -> RoundRecord:
+        t0 = time.perf_counter()
+        self.transcript.round = rnd
+        ids = self.sample_clients()
+        deltas = self.client_updates(ids)
+        counts = torch.tensor([len(self.client_indices[i]) for i in ids.tolist()],
+                              dtype=deltas.dtype, device=deltas.device)
+        handle = ClientUpdates(deltas, oracle=self.oracle, secure=self.secure, rule=self.rule.name,
+                               num_samples=counts, transcript=self.transcript,
+                               context={"round": rnd, "client_ids": ids})
+        agg = self.rule(handle)
+        if agg.shape != (deltas.shape[1],) or not torch.isfinite(agg).all():
+            raise RuntimeError(f"rule {self.rule.name!r} returned an invalid aggregate "
+                               f"(shape {tuple(agg.shape)}, finite={bool(torch.isfinite(agg).all())})")
+        with torch.no_grad():
+            set_flat_params(self.model, flat_params(self.model) + self.cfg.server_lr * agg)
+        acc, loss = evaluate(self.model, self.data.x_test, self.data.y_test)
+        rec = RoundRecord(rnd, acc, loss, handle.oracle_calls, len(ids), time.perf_counter() - t0)
+        self.history.append(rec)
+        return rec
+
+    def run(self, progress: Optional[Callable[[RoundRecord], None]] = None) -> List[RoundRecord]:
+        for rnd in range(len(self.history), self.cfg.rounds):
+            rec = self.step(rnd)
+            if progress is not None:
+                progress(rec)
+        return self.history
+
+    def result(self) -> Dict[str, Any]:
+        """The JSON-ready result: config, per-round history, final metrics, transcript summary."""
+        last = self.history[-1] if self.history else None
+        return {
+            "config": self.cfg.to_dict(),
+            "rounds": [dataclasses.asdict(r) for r in self.history],
+            "final": {"test_accuracy": last.test_accuracy if last else None,
+                      "test_loss": last.test_loss if last else None},
+            "transcript": self.transcript.summary(),
+        }
