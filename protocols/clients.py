@@ -24,7 +24,8 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 Tensor = torch.Tensor
-# (x [..., B, *shape], y [..., B], client ids [...]) -> (x, y); applied per batch, e.g. label flips.
+# (x [..., B, *shape], y [..., B], client ids [...]) -> (x, y), applied per batch (e.g. label flips):
+# the vmap path passes ids [n] and y [n, B], the loop path a 0-dim id and y [B].
 BatchTransform = Callable[[Tensor, Tensor, Tensor], Tuple[Tensor, Tensor]]
 
 
@@ -147,7 +148,7 @@ def train_loop(model: nn.Module, x: Tensor, y: Tensor, client_indices: Sequence[
             idx = index[k, s][m].to(device)
             xb, yb = x[idx], y[idx]
             if batch_transform is not None:
-                xb, yb = batch_transform(xb, yb, ids[k:k + 1].expand(()))
+                xb, yb = batch_transform(xb, yb, ids[k])
             opt.zero_grad(set_to_none=True)
             F.cross_entropy(local(xb), yb).backward()
             opt.step()
