@@ -51,12 +51,20 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=d.model, help="logreg | mlp | cnn (default: %(default)s)")
     p.add_argument("--rule", default=d.rule, help="aggregation rule (default: %(default)s; see `fedaudit list rules`)")
     p.add_argument("--rule-arg", action="append", default=[], metavar="K=V", help="rule parameter (repeatable)")
+    p.add_argument("--attack", default=d.attack, help="poisoning attack of the corrupted clients "
+                   "(default: none; see `fedaudit list attacks`)")
+    p.add_argument("--attack-arg", action="append", default=[], metavar="K=V", help="attack parameter (repeatable)")
+    p.add_argument("--corrupt", type=float, default=d.corrupt,
+                   help="fraction rho of corrupted clients (default: %(default)s)")
     p.add_argument("--secagg", default=d.secagg, choices=SECAGG_MODES,
                    help="secure aggregation: off (server sees updates), plaintext (ideal oracle), "
                         "quantized (fixed-point oracle), masked (Bonawitz protocol) (default: %(default)s)")
     p.add_argument("--bits", type=int, default=d.bits, help="log2 of the secagg modulus (default: %(default)s)")
     p.add_argument("--clip", type=float, default=d.clip,
                    help="per-coordinate bound of the fixed-point encoding (default: %(default)s)")
+    p.add_argument("--overflow", default=d.overflow, choices=["raise", "clip"],
+                   help="an update coordinate beyond --clip: raise an error, or clip it and count it "
+                        "in the per-round history (default: %(default)s)")
     p.add_argument("--threshold", type=float, default=d.threshold,
                    help="masked: Shamir threshold, a count or a fraction of clients (default: protocol's)")
     p.add_argument("--neighbors", type=int, default=d.neighbors,
@@ -84,8 +92,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         dataset=args.dataset, clients=args.clients, clients_per_round=args.clients_per_round,
         rounds=args.rounds, partition=args.partition, alpha=args.alpha,
         labels_per_client=args.labels_per_client, model=args.model, rule=args.rule,
-        rule_args=_parse_kv(args.rule_arg, "--rule-arg"), secagg=args.secagg, bits=args.bits,
-        clip=args.clip, threshold=threshold, neighbors=args.neighbors, dropout_rate=args.dropout_rate,
+        rule_args=_parse_kv(args.rule_arg, "--rule-arg"), attack=args.attack,
+        attack_args=_parse_kv(args.attack_arg, "--attack-arg"), corrupt=args.corrupt, secagg=args.secagg, bits=args.bits,
+        clip=args.clip, overflow=args.overflow, threshold=threshold, neighbors=args.neighbors, dropout_rate=args.dropout_rate,
         local_epochs=args.local_epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
         server_lr=args.server_lr, training=args.training, seed=args.seed, device=args.device)
 
@@ -143,6 +152,12 @@ def cmd_list(args: argparse.Namespace) -> int:
                  ", ".join(f"{k}={v}" for k, v in r["parameters"].items()) or "-", r["citation"]]
                 for r in describe_rules()]
         print(_table(["rule", "secagg", "parameters (defaults)", "source"], rows))
+    elif args.what == "attacks":
+        from .attacks import describe_attacks
+        rows = [[r["name"], r["kind"], r["knowledge"],
+                 ", ".join(f"{k}={v}" for k, v in r["parameters"].items()) or "-", r["citation"]]
+                for r in describe_attacks()]
+        print(_table(["attack", "kind", "knows", "parameters (defaults)", "source"], rows))
     elif args.what == "datasets":
         from .data import DATASETS
         print("\n".join(sorted(DATASETS)))
@@ -165,8 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_bench.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
     p_bench.add_argument("--out", type=Path, default=None, help="write the rows as JSON to FILE")
     p_bench.set_defaults(func=cmd_bench)
-    p_list = sub.add_parser("list", help="list registered rules, datasets or models")
-    p_list.add_argument("what", choices=["rules", "datasets", "models"])
+    p_list = sub.add_parser("list", help="list registered rules, attacks, datasets or models")
+    p_list.add_argument("what", choices=["rules", "attacks", "datasets", "models"])
     p_list.set_defaults(func=cmd_list)
     return parser
 

@@ -18,6 +18,7 @@ import secagg
 from secagg import ClientUpdates, PlaintextOracle, QuantizedOracle, Transcript
 
 from .aggregators import make_rule
+from .attacks import AttackView, corrupted_clients, make_attack
 from .clients import TRAINERS, LocalTraining, evaluate
 from .data import Dataset, load_dataset, partition
 from .models import build_model, flat_params, set_flat_params
@@ -39,9 +40,13 @@ class RunConfig:
     model: str = "mlp"
     rule: str = "fedavg"
     rule_args: Dict[str, Any] = field(default_factory=dict)
+    attack: Optional[str] = None                # poisoning attack of the corrupted clients
+    attack_args: Dict[str, Any] = field(default_factory=dict)
+    corrupt: float = 0.0                        # rho: fraction of corrupted clients
     secagg: str = "quantized"
     bits: int = 32
     clip: float = 10.0
+    overflow: str = "raise"                     # "clip": clip to the encoding bound and count it
     threshold: Optional[float] = None           # masked: int count or fraction of clients
     neighbors: Optional[int] = None             # masked: k-regular graph degree (None: complete)
     dropout_rate: float = 0.0                   # masked: per-call client dropout probability
@@ -64,6 +69,11 @@ class RunConfig:
             raise ValueError(f"rounds={self.rounds!r} must be a positive integer")
         if self.clients_per_round is not None and not 1 <= self.clients_per_round <= self.clients:
             raise ValueError(f"clients_per_round={self.clients_per_round!r} must lie in [1, clients={self.clients}]")
+        if self.corrupt and self.attack is None:
+            raise ValueError(f"corrupt={self.corrupt} needs an attack (--attack NAME); "
+                             "see `fedaudit list attacks`")
+        if self.attack is not None and not self.corrupt:
+            raise ValueError(f"attack={self.attack!r} with corrupt=0 corrupts no client; set --corrupt RHO")
         if not self.server_lr > 0:
             raise ValueError(f"server_lr={self.server_lr!r} must be > 0")
 
@@ -79,11 +89,11 @@ def make_oracle(cfg: RunConfig, n_clients: int) -> Optional[secagg.SecureAverage
     if cfg.secagg in ("off", "plaintext"):
         return PlaintextOracle()
     if cfg.secagg == "quantized":
-        return QuantizedOracle(bits=cfg.bits, clip=cfg.clip, seed=cfg.seed)
+        return QuantizedOracle(bits=cfg.bits, clip=cfg.clip, overflow=cfg.overflow, seed=cfg.seed)
     if not hasattr(secagg, "MaskedOracle"):
         raise ValueError("secagg='masked' needs secagg.MaskedOracle, which this build lacks")
     threshold = cfg.threshold
-    kwargs = {"bits": cfg.bits, "clip": cfg.clip, "seed": cfg.seed,
+    kwargs = {"bits": cfg.bits, "clip": cfg.clip, "overflow": cfg.overflow, "seed": cfg.seed,
               "neighbors": cfg.neighbors, "dropout_rate": cfg.dropout_rate}
     if threshold is not None:
         kwargs["threshold"] = threshold
@@ -98,6 +108,9 @@ class RoundRecord:
     oracle_calls: int
     clients: int
     seconds: float
+    corrupted: int = 0
+    attack_clipped: int = 0   # coordinates of corrupted updates clipped to the encoding bound
+    clipped: int = 0          # coordinates clipped by the encoding (overflow="clip")
 
 
 class Simulation:
@@ -122,7 +135,47 @@ class Simulation:
         self.trainer = TRAINERS[cfg.training]
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.history: List[RoundRecord] = []
-        self.batch_transform = None
+        self.attack = make_attack(cfg.attack, **cfg.attack_args) if cfg.attack else None
+        self.corrupted = corrupted_clients(cfg.clients, cfg.corrupt, cfg.seed) if self.attack else \
+            torch.zeros(0, dtype=torch.long)
+        self.batch_transform = self._data_poisoning() if self.attack and self.attack.kind == "data" else None
+
+    def _data_poisoning(self):
+        corrupted = self.corrupted.to(self.device)
+        attack, num_classes = self.attack, self.data.num_classes
+
+        def transform(x, y, ids):
+            bad = torch.isin(ids, corrupted)
+            if not bad.any():
+                return x, y
+            px, py = attack.poison_batch(x, y, num_classes)
+            mx = bad.reshape(bad.shape + (1,) * (x.ndim - bad.ndim))
+            my = bad.reshape(bad.shape + (1,) * (y.ndim - bad.ndim))
+            return torch.where(mx, px, x), torch.where(my, py, y)
+        return transform
+
+    def _poison_updates(self, ids: torch.Tensor, deltas: torch.Tensor, counts: torch.Tensor):
+        """Replace the corrupted clients' rows with the update attack's output."""
+        bad = torch.isin(ids, self.corrupted)
+        if self.attack is None or self.attack.kind != "update" or not bad.any():
+            return deltas, 0
+        bad_d = bad.to(deltas.device)
+        omniscient = self.attack.knowledge == "honest-updates"
+        view = AttackView(own=deltas[bad_d], own_weights=counts[bad_d], global_params=flat_params(self.model),
+                          generator=self.gen, honest=deltas[~bad_d] if omniscient else None,
+                          honest_weights=counts[~bad_d] if omniscient else None)
+        poisoned = self.attack.poison_updates(view)
+        if poisoned.shape != view.own.shape:
+            raise RuntimeError(f"attack {self.attack.name!r} returned shape {tuple(poisoned.shape)}, "
+                               f"expected {tuple(view.own.shape)}")
+        clipped = 0
+        if self.cfg.secagg in ("quantized", "masked"):
+            # A corrupted client submits through the oracle too: its input obeys the encoding bound.
+            clipped = int((poisoned.abs() > self.cfg.clip).sum())
+            poisoned = poisoned.clamp(-self.cfg.clip, self.cfg.clip)
+        deltas = deltas.clone()
+        deltas[bad_d] = poisoned
+        return deltas, clipped
 
     def sample_clients(self) -> torch.Tensor:
         m = self.cfg.clients_per_round or self.cfg.clients
@@ -142,9 +195,11 @@ class Simulation:
         deltas = self.client_updates(ids)
         counts = torch.tensor([len(self.client_indices[i]) for i in ids.tolist()],
                               dtype=deltas.dtype, device=deltas.device)
+        deltas, clipped = self._poison_updates(ids, deltas, counts)
         handle = ClientUpdates(deltas, oracle=self.oracle, secure=self.secure, rule=self.rule.name,
                                num_samples=counts, transcript=self.transcript,
                                context={"round": rnd, "client_ids": ids})
+        clipped_before = getattr(self.oracle, "total_clipped", 0)
         agg = self.rule(handle)
         if agg.shape != (deltas.shape[1],) or not torch.isfinite(agg).all():
             raise RuntimeError(f"rule {self.rule.name!r} returned an invalid aggregate "
@@ -152,7 +207,9 @@ class Simulation:
         with torch.no_grad():
             set_flat_params(self.model, flat_params(self.model) + self.cfg.server_lr * agg)
         acc, loss = evaluate(self.model, self.data.x_test, self.data.y_test)
-        rec = RoundRecord(rnd, acc, loss, handle.oracle_calls, len(ids), time.perf_counter() - t0)
+        rec = RoundRecord(rnd, acc, loss, handle.oracle_calls, len(ids), time.perf_counter() - t0,
+                          corrupted=int(torch.isin(ids, self.corrupted).sum()), attack_clipped=clipped,
+                          clipped=getattr(self.oracle, "total_clipped", 0) - clipped_before)
         self.history.append(rec)
         return rec
 

@@ -190,7 +190,7 @@ class FixedPointEncoder:
         raise ValueError(
             f"value {value:.6g} at [row {r}, coordinate {offset + j}] exceeds the clip bound {bound:.6g} "
             "of the fixed-point encoding; raise the clip bound (--clip), clip the updates before "
-            "encoding, or use overflow='clip'")
+            "encoding, or clip and count them (overflow='clip', --overflow clip)")
 
     def to_signed(self, residues: Tensor) -> Tensor:
         """Map residues mod M to the signed representatives in [-M/2, M/2)."""

@@ -151,7 +151,8 @@ class QuantizedOracle(SecureAverageOracle):
         self.bits, self.clip, self.rounding, self.overflow = bits, float(clip), rounding, overflow
         self.seed = seed
         self._generators: Dict[str, Any] = {}
-        self.last_clipped = 0
+        self.last_clipped = 0      # coordinates clipped in the last call (overflow="clip")
+        self.total_clipped = 0     # ... and over the oracle's lifetime
 
     def encoder(self, n: int, d: int, device: torch.device) -> FixedPointEncoder:
         clip = torch.full((d + 1,), self.clip, dtype=torch.float64)
@@ -180,6 +181,7 @@ class QuantizedOracle(SecureAverageOracle):
         enc = self.encoder(n, d1 - 1, payload.device)
         encoded = enc.encode(payload, generator=self.generator(payload.device))
         self.last_clipped = enc.last_clipped
+        self.total_clipped += enc.last_clipped
         total, survivors, view = self._sum_encoded(encoded)
         return SumResult(total=enc.decode(total), survivors=survivors, server_view=view)
 

@@ -1,0 +1,102 @@
+"""Poisoning-attack interface and registry.
+
+An attack controls the corrupted clients. A *data* attack changes what they
+train on (``poison_batch``, applied inside local training); an *update* attack
+replaces their updates after training (``poison_updates``). Each attack
+declares what it knows, and :class:`AttackView` hands it exactly that:
+
+- ``"own"``: its own clients' honestly trained updates and the broadcast model;
+- ``"honest-updates"``: also every honest client's update (omniscient).
+
+Under secure aggregation corrupted clients still submit through the oracle,
+so their updates obey the same encoding bound as everyone's (the simulation
+clips corrupted rows to the bound and reports how many coordinates it clipped).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar, Dict, List, Optional, Tuple, Type
+
+import torch
+
+Tensor = torch.Tensor
+KNOWLEDGE = ("own", "honest-updates")
+
+
+@dataclass
+class AttackView:
+    """What an update attack may look at in one round."""
+
+    own: Tensor                       # [c, d] the corrupted clients' honestly trained updates
+    own_weights: Tensor               # [c] their aggregation weights (sample counts)
+    global_params: Tensor             # [d] the broadcast model
+    generator: torch.Generator
+    honest: Optional[Tensor] = None   # [h, d] only for knowledge == "honest-updates"
+    honest_weights: Optional[Tensor] = None
+
+
+class Attack:
+    """Base class; subclasses are dataclasses whose fields are the attack's parameters."""
+
+    name: ClassVar[str]
+    citation: ClassVar[str]
+    knowledge: ClassVar[str] = "own"
+    kind: ClassVar[str] = "update"      # "data" or "update"
+
+    def poison_batch(self, x: Tensor, y: Tensor, num_classes: int) -> Tuple[Tensor, Tensor]:
+        """Data attacks: the corrupted client's training batch."""
+        return x, y
+
+    def poison_updates(self, view: AttackView) -> Tensor:
+        """Update attacks: the corrupted clients' submitted updates [c, d]."""
+        return view.own
+
+    def params(self) -> Dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)} \
+            if dataclasses.is_dataclass(self) else {}
+
+
+ATTACKS: Dict[str, Type[Attack]] = {}
+
+
+def register_attack(cls: Type[Attack]) -> Type[Attack]:
+    for attr in ("name", "citation"):
+        if not hasattr(cls, attr):
+            raise TypeError(f"attack class {cls.__name__} must define {attr!r}")
+    if cls.knowledge not in KNOWLEDGE:
+        raise TypeError(f"attack {cls.name!r}: knowledge {cls.knowledge!r} not in {KNOWLEDGE}")
+    if cls.name in ATTACKS:
+        raise ValueError(f"attack name {cls.name!r} registered twice")
+    ATTACKS[cls.name] = cls
+    return cls
+
+
+def make_attack(name: str, **kwargs) -> Attack:
+    if name not in ATTACKS:
+        raise ValueError(f"unknown attack {name!r}; choose one of {sorted(ATTACKS)} "
+                         "(`fedaudit list attacks` describes them)")
+    cls = ATTACKS[name]
+    known = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
+    unknown = sorted(set(kwargs) - known)
+    if unknown:
+        raise ValueError(f"attack {name!r} has no parameter(s) {unknown}; its parameters are {sorted(known)}")
+    return cls(**kwargs)
+
+
+def describe_attacks() -> List[Dict[str, Any]]:
+    out = []
+    for name, cls in sorted(ATTACKS.items()):
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
+        out.append({"name": name, "kind": cls.kind, "knowledge": cls.knowledge,
+                    "citation": cls.citation, "parameters": defaults})
+    return out
+
+
+def corrupted_clients(n_clients: int, rho: float, seed: int) -> Tensor:
+    """The fixed set of floor(rho * n) corrupted client ids, drawn with a seeded permutation."""
+    if not 0 <= rho < 1:
+        raise ValueError(f"corruption level rho={rho!r} must lie in [0, 1)")
+    k = int(rho * n_clients)
+    g = torch.Generator().manual_seed(seed + 7919)  # apart from the training stream
+    return torch.randperm(n_clients, generator=g)[:k].sort().values
