@@ -138,7 +138,8 @@ class Simulation:
         self.attack = make_attack(cfg.attack, **cfg.attack_args) if cfg.attack else None
         self.corrupted = corrupted_clients(cfg.clients, cfg.corrupt, cfg.seed) if self.attack else \
             torch.zeros(0, dtype=torch.long)
-        self.batch_transform = self._data_poisoning() if self.attack and self.attack.kind == "data" else None
+        self.batch_transform = self._data_poisoning() if self.attack and self.attack.kind in ("data", "both") \
+            else None
 
     def _data_poisoning(self):
         corrupted = self.corrupted.to(self.device)
@@ -157,13 +158,14 @@ class Simulation:
     def _poison_updates(self, ids: torch.Tensor, deltas: torch.Tensor, counts: torch.Tensor):
         """Replace the corrupted clients' rows with the update attack's output."""
         bad = torch.isin(ids, self.corrupted)
-        if self.attack is None or self.attack.kind != "update" or not bad.any():
+        if self.attack is None or self.attack.kind == "data" or not bad.any():
             return deltas, 0
         bad_d = bad.to(deltas.device)
         omniscient = self.attack.knowledge == "honest-updates"
         view = AttackView(own=deltas[bad_d], own_weights=counts[bad_d], global_params=flat_params(self.model),
                           generator=self.gen, honest=deltas[~bad_d] if omniscient else None,
-                          honest_weights=counts[~bad_d] if omniscient else None)
+                          honest_weights=counts[~bad_d] if omniscient else None,
+                          rule=self.rule, n_selected=len(ids))
         poisoned = self.attack.poison_updates(view)
         if poisoned.shape != view.own.shape:
             raise RuntimeError(f"attack {self.attack.name!r} returned shape {tuple(poisoned.shape)}, "

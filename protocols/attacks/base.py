@@ -2,7 +2,7 @@
 
 An attack controls the corrupted clients. A *data* attack changes what they
 train on (``poison_batch``, applied inside local training); an *update* attack
-replaces their updates after training (``poison_updates``). Each attack
+replaces their updates after training (``poison_updates``); kind "both" does both. Each attack
 declares what it knows, and :class:`AttackView` hands it exactly that:
 
 - ``"own"``: its own clients' honestly trained updates and the broadcast model;
@@ -34,6 +34,8 @@ class AttackView:
     generator: torch.Generator
     honest: Optional[Tensor] = None   # [h, d] only for knowledge == "honest-updates"
     honest_weights: Optional[Tensor] = None
+    rule: Optional[Any] = None        # the server's aggregation rule object (Kerckhoffs: public)
+    n_selected: int = 0               # clients aggregated this round (honest + corrupted)
 
 
 class Attack:
@@ -42,7 +44,7 @@ class Attack:
     name: ClassVar[str]
     citation: ClassVar[str]
     knowledge: ClassVar[str] = "own"
-    kind: ClassVar[str] = "update"      # "data" or "update"
+    kind: ClassVar[str] = "update"      # "data", "update", or "both" (e.g. backdoor + scaling)
 
     def poison_batch(self, x: Tensor, y: Tensor, num_classes: int) -> Tuple[Tensor, Tensor]:
         """Data attacks: the corrupted client's training batch."""
@@ -64,6 +66,8 @@ def register_attack(cls: Type[Attack]) -> Type[Attack]:
     for attr in ("name", "citation"):
         if not hasattr(cls, attr):
             raise TypeError(f"attack class {cls.__name__} must define {attr!r}")
+    if cls.kind not in ("data", "update", "both"):
+        raise TypeError(f"attack {cls.name!r}: kind {cls.kind!r} not in ('data', 'update', 'both')")
     if cls.knowledge not in KNOWLEDGE:
         raise TypeError(f"attack {cls.name!r}: knowledge {cls.knowledge!r} not in {KNOWLEDGE}")
     if cls.name in ATTACKS:
