@@ -47,6 +47,7 @@ class RunConfig:
     bits: int = 32
     clip: float = 10.0
     overflow: str = "raise"                     # "clip": clip to the encoding bound and count it
+    root_size: int = 100                        # server root dataset, for rules that need one (FLTrust)
     threshold: Optional[float] = None           # masked: int count or fraction of clients
     neighbors: Optional[int] = None             # masked: k-regular graph degree (None: complete)
     dropout_rate: float = 0.0                   # masked: per-call client dropout probability
@@ -111,6 +112,7 @@ class RoundRecord:
     corrupted: int = 0
     attack_clipped: int = 0   # coordinates of corrupted updates clipped to the encoding bound
     clipped: int = 0          # coordinates clipped by the encoding (overflow="clip")
+    attack_success: Optional[float] = None   # backdoor ASR / targeted flip rate, where it applies
 
 
 class Simulation:
@@ -122,12 +124,21 @@ class Simulation:
         self.device = torch.device(cfg.device)
         ds = dataset if dataset is not None else load_dataset(cfg.dataset, seed=cfg.seed)
         self.data = ds.to(self.device)
+        self.rule = make_rule(cfg.rule, **cfg.rule_args)
+        pool = torch.arange(len(ds.y_train))
+        self.root_indices = None
+        if getattr(self.rule, "needs_server_update", False):
+            # FLTrust Sec. VI-A, Case I: a root set drawn uniformly, excluded from the clients' data.
+            if not 1 <= cfg.root_size < len(pool) - cfg.clients:
+                raise ValueError(f"root_size={cfg.root_size} must lie in [1, {len(pool) - cfg.clients})")
+            perm = torch.randperm(len(pool), generator=torch.Generator().manual_seed(cfg.seed + 104729))
+            self.root_indices = perm[:cfg.root_size].sort().values.to(self.device)
+            pool = perm[cfg.root_size:].sort().values
         pkw = {"alpha": cfg.alpha} if cfg.partition == "dirichlet" else \
             {"labels_per_client": cfg.labels_per_client} if cfg.partition == "shards" else {}
-        self.client_indices = [ix.to(self.device) for ix in
-                               partition(ds.y_train, cfg.clients, cfg.partition, seed=cfg.seed, **pkw)]
+        self.client_indices = [pool[ix].to(self.device) for ix in
+                               partition(ds.y_train[pool], cfg.clients, cfg.partition, seed=cfg.seed, **pkw)]
         self.model = build_model(cfg.model, ds.input_shape, ds.num_classes, seed=cfg.seed).to(self.device)
-        self.rule = make_rule(cfg.rule, **cfg.rule_args)
         self.secure = cfg.secagg != "off"
         self.oracle = make_oracle(cfg, cfg.clients)
         self.transcript = Transcript()
@@ -198,9 +209,13 @@ class Simulation:
         counts = torch.tensor([len(self.client_indices[i]) for i in ids.tolist()],
                               dtype=deltas.dtype, device=deltas.device)
         deltas, clipped = self._poison_updates(ids, deltas, counts)
+        context = {"round": rnd, "client_ids": ids, "global_params": flat_params(self.model)}
+        if self.root_indices is not None:
+            # The server's own update on its root data (FLTrust Alg. 1, ModelUpdate on D_0).
+            context["server_update"] = self.trainer(self.model, self.data.x_train, self.data.y_train,
+                                                    [self.root_indices], self.local, self.gen)[0]
         handle = ClientUpdates(deltas, oracle=self.oracle, secure=self.secure, rule=self.rule.name,
-                               num_samples=counts, transcript=self.transcript,
-                               context={"round": rnd, "client_ids": ids})
+                               num_samples=counts, transcript=self.transcript, context=context)
         clipped_before = getattr(self.oracle, "total_clipped", 0)
         agg = self.rule(handle)
         if agg.shape != (deltas.shape[1],) or not torch.isfinite(agg).all():
@@ -209,11 +224,29 @@ class Simulation:
         with torch.no_grad():
             set_flat_params(self.model, flat_params(self.model) + self.cfg.server_lr * agg)
         acc, loss = evaluate(self.model, self.data.x_test, self.data.y_test)
+        success = self.attack_success()
         rec = RoundRecord(rnd, acc, loss, handle.oracle_calls, len(ids), time.perf_counter() - t0,
                           corrupted=int(torch.isin(ids, self.corrupted).sum()), attack_clipped=clipped,
-                          clipped=getattr(self.oracle, "total_clipped", 0) - clipped_before)
+                          clipped=getattr(self.oracle, "total_clipped", 0) - clipped_before,
+                          attack_success=success)
         self.history.append(rec)
         return rec
+
+    @torch.no_grad()
+    def attack_success(self) -> Optional[float]:
+        """The attack's own success metric on the test set, if it has one (else None)."""
+        if self.attack is None:
+            return None
+        if hasattr(self.attack, "success_rate"):
+            return self.attack.success_rate(self.model, self.data.x_test, self.data.y_test)
+        if hasattr(self.attack, "triggered") and hasattr(self.attack, "target"):
+            # Backdoor ASR: triggered test inputs whose true label is not the target.
+            keep = self.data.y_test != self.attack.target
+            if not keep.any():
+                return None
+            pred = self.model(self.attack.triggered(self.data.x_test[keep])).argmax(1)
+            return float((pred == self.attack.target).float().mean())
+        return None
 
     def run(self, progress: Optional[Callable[[RoundRecord], None]] = None) -> List[RoundRecord]:
         for rnd in range(len(self.history), self.cfg.rounds):
@@ -229,6 +262,7 @@ class Simulation:
             "config": self.cfg.to_dict(),
             "rounds": [dataclasses.asdict(r) for r in self.history],
             "final": {"test_accuracy": last.test_accuracy if last else None,
-                      "test_loss": last.test_loss if last else None},
+                      "test_loss": last.test_loss if last else None,
+                      "attack_success": last.attack_success if last else None},
             "transcript": self.transcript.summary(),
         }

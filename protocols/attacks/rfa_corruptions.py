@@ -28,6 +28,15 @@ class LabelFlip(Attack):
             return x, torch.where(y == self.source, torch.full_like(y, self.target), y)
         return x, num_classes - 1 - y
 
+    def success_rate(self, model, x_test, y_test):
+        """Targeted flip rate: source-class test inputs classified as the target (None if untargeted)."""
+        if self.source < 0:
+            return None
+        keep = y_test == self.source
+        if not keep.any():
+            return None
+        return float((model(x_test[keep]).argmax(1) == self.target).float().mean())
+
 
 @register_attack
 @dataclass
