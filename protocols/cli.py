@@ -71,6 +71,11 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="masked: degree of the SecAgg+ k-regular graph (default: complete graph)")
     p.add_argument("--dropout-rate", type=float, default=d.dropout_rate,
                    help="masked: probability a client drops in a protocol call (default: %(default)s)")
+    p.add_argument("--personalize", action="store_true",
+                   help="RFA Alg. 4 personalization: per-client parameters u_i, only w aggregated")
+    p.add_argument("--client-holdout", type=float, default=d.client_holdout,
+                   help="fraction of each client's data held out for per-client accuracy "
+                        "(default: 0, or 0.2 when personalized)")
     p.add_argument("--local-epochs", type=int, default=d.local_epochs, help="(default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="(default: %(default)s)")
     p.add_argument("--lr", type=float, default=d.lr, help="client learning rate (default: %(default)s)")
@@ -95,7 +100,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         rule_args=_parse_kv(args.rule_arg, "--rule-arg"), attack=args.attack,
         attack_args=_parse_kv(args.attack_arg, "--attack-arg"), corrupt=args.corrupt, secagg=args.secagg, bits=args.bits,
         clip=args.clip, overflow=args.overflow, threshold=threshold, neighbors=args.neighbors, dropout_rate=args.dropout_rate,
-        local_epochs=args.local_epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
+        personalize=args.personalize, client_holdout=args.client_holdout, local_epochs=args.local_epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
         server_lr=args.server_lr, training=args.training, seed=args.seed, device=args.device)
 
 

@@ -85,11 +85,23 @@ def _flatten_stacked(params: Dict[str, Tensor], names: Sequence[str], n: int) ->
     return torch.cat([params[k].reshape(n, -1) for k in names], dim=1)
 
 
+def _unflatten_stacked(flat: Tensor, model: nn.Module) -> Dict[str, Tensor]:
+    out, offset = {}, 0
+    for k, p in model.named_parameters():
+        out[k] = flat[:, offset:offset + p.numel()].reshape((flat.shape[0],) + p.shape).clone()
+        offset += p.numel()
+    return out
+
+
 def train_vmap(model: nn.Module, x: Tensor, y: Tensor, client_indices: Sequence[Tensor],
                cfg: LocalTraining, generator: torch.Generator,
                batch_transform: Optional[BatchTransform] = None,
-               client_ids: Optional[Tensor] = None) -> Tensor:
-    """Train every client from ``model``'s parameters at once; return updates [n, d]."""
+               client_ids: Optional[Tensor] = None, start: Optional[Tensor] = None) -> Tensor:
+    """Train every client at once; return updates [n, d] (local - start).
+
+    Clients start from ``model``'s parameters, or from their own row of ``start``
+    [n, d] (flattened, e.g. w + u_i for personalized RFA).
+    """
     device = next(model.parameters()).device
     n = len(client_indices)
     index, mask = batch_schedule(client_indices, cfg.epochs, cfg.batch_size, generator)
@@ -97,7 +109,11 @@ def train_vmap(model: nn.Module, x: Tensor, y: Tensor, client_indices: Sequence[
     ids = (client_ids if client_ids is not None else torch.arange(n)).to(device)
     names = [k for k, _ in model.named_parameters()]
     base = {k: p.detach() for k, p in model.named_parameters()}
-    params = {k: p.unsqueeze(0).repeat(n, *([1] * p.ndim)) for k, p in base.items()}
+    if start is None:
+        start = torch.nn.utils.parameters_to_vector(base.values()).unsqueeze(0).expand(n, -1)
+    if start.shape != (n, sum(p.numel() for p in base.values())):
+        raise ValueError(f"start must have shape [{n}, d], got {tuple(start.shape)}")
+    params = _unflatten_stacked(start, model)
     bufs = {k: torch.zeros_like(p) for k, p in params.items()} if cfg.momentum else None
 
     def loss_fn(p, xb, yb, mb):
@@ -122,23 +138,24 @@ def train_vmap(model: nn.Module, x: Tensor, y: Tensor, client_indices: Sequence[
                 bufs[k] = torch.where(a > 0, cfg.momentum * bufs[k] + step, bufs[k])
                 step = bufs[k]
             params[k] = params[k] - cfg.lr * a * step
-    start = torch.nn.utils.parameters_to_vector(base.values())
     return _flatten_stacked(params, names, n) - start
 
 
 def train_loop(model: nn.Module, x: Tensor, y: Tensor, client_indices: Sequence[Tensor],
                cfg: LocalTraining, generator: torch.Generator,
                batch_transform: Optional[BatchTransform] = None,
-               client_ids: Optional[Tensor] = None) -> Tensor:
+               client_ids: Optional[Tensor] = None, start: Optional[Tensor] = None) -> Tensor:
     """The same training, one client after another with ``torch.optim.SGD``."""
     device = next(model.parameters()).device
     index, mask = batch_schedule(client_indices, cfg.epochs, cfg.batch_size, generator)
     n = len(client_indices)
     ids = (client_ids if client_ids is not None else torch.arange(n)).to(device)
-    start = torch.nn.utils.parameters_to_vector(model.parameters()).detach()
+    if start is None:
+        start = torch.nn.utils.parameters_to_vector(model.parameters()).detach().unsqueeze(0).expand(n, -1)
     out = []
     for k in range(n):
         local = copy.deepcopy(model)
+        torch.nn.utils.vector_to_parameters(start[k].clone(), local.parameters())
         opt = torch.optim.SGD(local.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                               weight_decay=cfg.weight_decay)
         for s in range(index.shape[1]):
@@ -152,7 +169,7 @@ def train_loop(model: nn.Module, x: Tensor, y: Tensor, client_indices: Sequence[
             opt.zero_grad(set_to_none=True)
             F.cross_entropy(local(xb), yb).backward()
             opt.step()
-        out.append(torch.nn.utils.parameters_to_vector(local.parameters()).detach() - start)
+        out.append(torch.nn.utils.parameters_to_vector(local.parameters()).detach() - start[k])
     return torch.stack(out)
 
 

@@ -7,6 +7,7 @@ aggregate with the server learning rate, evaluate on held-out data.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
 from dataclasses import dataclass, field
@@ -48,6 +49,9 @@ class RunConfig:
     clip: float = 10.0
     overflow: str = "raise"                     # "clip": clip to the encoding bound and count it
     root_size: int = 100                        # server root dataset, for rules that need one (FLTrust)
+    personalize: bool = False                   # RFA Alg. 4 personal parameters u_i (any rule)
+    client_holdout: float = 0.0                 # fraction of each client's data held out for
+                                                # per-client accuracy (0.2 when personalized)
     threshold: Optional[float] = None           # masked: int count or fraction of clients
     neighbors: Optional[int] = None             # masked: k-regular graph degree (None: complete)
     dropout_rate: float = 0.0                   # masked: per-call client dropout probability
@@ -113,6 +117,8 @@ class RoundRecord:
     attack_clipped: int = 0   # coordinates of corrupted updates clipped to the encoding bound
     clipped: int = 0          # coordinates clipped by the encoding (overflow="clip")
     attack_success: Optional[float] = None   # backdoor ASR / targeted flip rate, where it applies
+    client_accuracy: Optional[float] = None  # mean over clients of accuracy on their own held-out
+                                             # data (personalized model w + u_i when personalized)
 
 
 class Simulation:
@@ -139,6 +145,26 @@ class Simulation:
         self.client_indices = [pool[ix].to(self.device) for ix in
                                partition(ds.y_train[pool], cfg.clients, cfg.partition, seed=cfg.seed, **pkw)]
         self.model = build_model(cfg.model, ds.input_shape, ds.num_classes, seed=cfg.seed).to(self.device)
+        self.personalized = bool(cfg.personalize or getattr(self.rule, "personalized", False))
+        holdout = cfg.client_holdout or (0.2 if self.personalized else 0.0)
+        if not 0 <= holdout < 1:
+            raise ValueError(f"client_holdout={cfg.client_holdout!r} must lie in [0, 1)")
+        self.client_holdout = None
+        if holdout:
+            g = torch.Generator().manual_seed(cfg.seed + 15485863)
+            split = []
+            for ix in self.client_indices:
+                perm = ix[torch.randperm(len(ix), generator=g).to(ix.device)]
+                k = int(round(holdout * len(ix)))
+                if k < 1 or k >= len(ix):
+                    raise ValueError(f"a client with {len(ix)} samples cannot hold out {holdout:.0%}; "
+                                     "use fewer clients or another --client-holdout")
+                split.append((perm[k:].sort().values, perm[:k].sort().values))
+            self.client_indices = [a for a, _ in split]
+            self.client_holdout = [b for _, b in split]
+        d = sum(p.numel() for p in self.model.parameters())
+        # Personal parameters u_i persist on-device across rounds (RFA Alg. 4).
+        self.personal = torch.zeros(cfg.clients, d, device=self.device) if self.personalized else None
         self.secure = cfg.secagg != "off"
         self.oracle = make_oracle(cfg, cfg.clients)
         self.transcript = Transcript()
@@ -198,8 +224,20 @@ class Simulation:
 
     def client_updates(self, ids: torch.Tensor) -> torch.Tensor:
         parts = [self.client_indices[i] for i in ids.tolist()]
-        return self.trainer(self.model, self.data.x_train, self.data.y_train, parts, self.local,
-                            self.gen, batch_transform=self.batch_transform, client_ids=ids)
+
+        def train(start=None):
+            return self.trainer(self.model, self.data.x_train, self.data.y_train, parts, self.local,
+                                self.gen, batch_transform=self.batch_transform, client_ids=ids, start=start)
+
+        if not self.personalized:
+            return train()
+        # RFA Alg. 4: tau steps on u_i with w fixed, then tau steps on w with u_i fixed. Both are
+        # SGD on the sum p = w + u_i, so each phase is ordinary local training from a per-client start.
+        dev_ids = ids.to(self.device)
+        p0 = flat_params(self.model).unsqueeze(0) + self.personal[dev_ids]
+        du = train(p0)
+        self.personal[dev_ids] += du
+        return train(p0 + du)
 
     def step(self, rnd: int) -> RoundRecord:
         t0 = time.perf_counter()
@@ -225,12 +263,25 @@ class Simulation:
             set_flat_params(self.model, flat_params(self.model) + self.cfg.server_lr * agg)
         acc, loss = evaluate(self.model, self.data.x_test, self.data.y_test)
         success = self.attack_success()
+        client_acc = self.client_accuracy()
         rec = RoundRecord(rnd, acc, loss, handle.oracle_calls, len(ids), time.perf_counter() - t0,
                           corrupted=int(torch.isin(ids, self.corrupted).sum()), attack_clipped=clipped,
                           clipped=getattr(self.oracle, "total_clipped", 0) - clipped_before,
-                          attack_success=success)
+                          attack_success=success, client_accuracy=client_acc)
         self.history.append(rec)
         return rec
+
+    @torch.no_grad()
+    def client_accuracy(self) -> Optional[float]:
+        if self.client_holdout is None:
+            return None
+        w = flat_params(self.model)
+        model = copy.deepcopy(self.model)
+        accs = []
+        for k, ix in enumerate(self.client_holdout):
+            set_flat_params(model, w + self.personal[k] if self.personal is not None else w)
+            accs.append(evaluate(model, self.data.x_train[ix], self.data.y_train[ix])[0])
+        return sum(accs) / len(accs)
 
     @torch.no_grad()
     def attack_success(self) -> Optional[float]:
@@ -262,6 +313,7 @@ class Simulation:
             "config": self.cfg.to_dict(),
             "rounds": [dataclasses.asdict(r) for r in self.history],
             "final": {"test_accuracy": last.test_accuracy if last else None,
+                      "client_accuracy": last.client_accuracy if last else None,
                       "test_loss": last.test_loss if last else None,
                       "attack_success": last.attack_success if last else None},
             "transcript": self.transcript.summary(),

@@ -77,3 +77,18 @@ def test_evaluate_counts(digits):
 def test_bad_local_training(bad):
     with pytest.raises(ValueError):
         LocalTraining(**bad)
+
+
+def test_per_client_start_points(digits):
+    ds, parts = digits
+    net = build_model("mlp", ds.input_shape, ds.num_classes)
+    d = sum(p.numel() for p in net.parameters())
+    start = torch.randn(len(parts), d) * 0.1
+    cfg = LocalTraining(epochs=1, momentum=0.5)
+    a = train_vmap(net, ds.x_train, ds.y_train, parts, cfg, torch.Generator().manual_seed(2), start=start)
+    b = train_loop(net, ds.x_train, ds.y_train, parts, cfg, torch.Generator().manual_seed(2), start=start)
+    same = train_vmap(net, ds.x_train, ds.y_train, parts, cfg, torch.Generator().manual_seed(2))
+    assert torch.allclose(a, b, atol=2e-5, rtol=1e-4)
+    assert not torch.allclose(a, same, atol=1e-3)
+    with pytest.raises(ValueError, match="start must have shape"):
+        train_vmap(net, ds.x_train, ds.y_train, parts, cfg, torch.Generator(), start=start[:, :5])

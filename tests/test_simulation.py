@@ -61,3 +61,19 @@ def test_defaults_reach_85_percent_on_digits():
     sim = Simulation(RunConfig())
     sim.run()
     assert sim.history[-1].test_accuracy >= 0.85
+
+
+def test_personalization_beats_global_model_on_label_skewed_clients():
+    cfg = dict(partition="shards", labels_per_client=2, rounds=6, client_holdout=0.2, model="logreg")
+    plain = Simulation(RunConfig(**cfg)).run()
+    pers_sim = Simulation(RunConfig(personalize=True, **cfg))
+    pers = pers_sim.run()
+    assert pers[-1].client_accuracy > plain[-1].client_accuracy + 0.1
+    assert pers_sim.personal.abs().sum() > 0                  # personal state persisted
+    assert pers_sim.transcript.calls[-1].output.shape == (pers_sim.personal.shape[1],)
+
+
+def test_holdout_is_disjoint_from_training():
+    sim = Simulation(RunConfig(rounds=1, clients=5, model="logreg", client_holdout=0.25))
+    for tr, ho in zip(sim.client_indices, sim.client_holdout):
+        assert len(set(tr.tolist()) & set(ho.tolist())) == 0 and len(ho) > 0
