@@ -1,1 +1,47 @@
-"""membership package (see DESIGN.md)."""
+"""Membership inference: attacks on model views and their metrics (DESIGN.md, "membership").
+
+Attacks take one or several *views* (an ``nn.Module``, or a module plus a flat
+parameter vector in ``model.parameters()`` order) and labelled target records
+``(x, y)``, and return scores (higher = member); :mod:`membership.metrics` turns
+scores into balanced accuracy, ROC AUC (with a bootstrap CI) and TPR at low FPR,
+with scikit-learn.
+
+* White-box attack of Nasr, Shokri, Houmansadr (S&P 2019): :class:`WhiteboxAttack`
+  on :func:`record_features` (output vector, loss, one-hot label, last-layer gradient).
+* Baselines: :class:`LossThreshold` (Yeom et al. 2018), :class:`ConfidenceThreshold`,
+  :class:`GradientNorm` (Cronus appendix B.5, Figure 3).
+* Active attack: :func:`gradient_ascent` (theta + gamma * dL/dtheta on the targets),
+  scored by :func:`active_scores`, :class:`LossDrop`, :class:`GradientNormDrop`.
+* :func:`split_targets` (attacker's prior knowledge) and :func:`run_attack`
+  (split, fit, score, metrics) for audits.
+
+This package imports no other fedaudit package.
+"""
+from .active import active_scores, gradient_ascent
+from .attacks import (ATTACKS, AttackNetwork, ConfidenceThreshold, GradientNorm, GradientNormDrop, LossDrop,
+                      LossThreshold, MembershipAttack, WhiteboxAttack, make_attack)
+from .evaluate import run_attack
+from .features import (Features, find_last_layer, last_layer_gradients, outputs_and_losses, per_sample_grad_norm,
+                       record_features)
+from .metrics import (MIAResult, auc, auc_confidence_interval, balanced_accuracy, best_threshold, evaluate_scores,
+                      labels_for, roc, tpr_at_fpr)
+from .split import TargetSplit, split_targets
+from .views import ModelView, Records, as_records, as_views, flatten_params, unflatten_params
+
+__all__ = [
+    # views and records
+    "ModelView", "Records", "as_records", "as_views", "flatten_params", "unflatten_params",
+    # features
+    "Features", "record_features", "outputs_and_losses", "last_layer_gradients", "per_sample_grad_norm",
+    "find_last_layer",
+    # attacks
+    "ATTACKS", "make_attack", "MembershipAttack", "LossThreshold", "ConfidenceThreshold", "GradientNorm",
+    "WhiteboxAttack", "AttackNetwork", "LossDrop", "GradientNormDrop",
+    # active
+    "gradient_ascent", "active_scores",
+    # split / evaluation
+    "TargetSplit", "split_targets", "run_attack",
+    # metrics
+    "MIAResult", "evaluate_scores", "roc", "auc", "auc_confidence_interval", "tpr_at_fpr", "balanced_accuracy",
+    "best_threshold", "labels_for",
+]
