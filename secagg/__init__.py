@@ -8,6 +8,8 @@ This package imports no other fedaudit package.
 from .encoding import FixedPointEncoder, modular_sum, wrap_mod
 from .errors import SecureAggregationAborted, SecureAggregationViolation
 from .oracle import PlaintextOracle, QuantizedOracle, SecureAverageOracle, SumResult
+from .protocol import ROUNDS, ProtocolResult, SecAggClient, SecAggProtocol, UnmaskingRefused, run_protocol
+from .masked import MaskedOracle
 from .transcript import OracleCall, Transcript
 from .updates import ClientUpdates
 
@@ -15,5 +17,7 @@ __all__ = [
     "FixedPointEncoder", "modular_sum", "wrap_mod",
     "SecureAggregationAborted", "SecureAggregationViolation",
     "PlaintextOracle", "QuantizedOracle", "SecureAverageOracle", "SumResult",
+    "ROUNDS", "ProtocolResult", "SecAggClient", "SecAggProtocol", "UnmaskingRefused", "run_protocol",
+    "MaskedOracle",
     "OracleCall", "Transcript", "ClientUpdates",
 ]

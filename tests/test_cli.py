@@ -37,3 +37,12 @@ def test_bench_oracle_json(tmp_path):
 def test_list_rules(capsys):
     assert main(["list", "rules"]) == 0
     assert "fedavg" in capsys.readouterr().out
+
+
+def test_run_masked_options(tmp_path):
+    rc = main(["run", "--rounds", "1", "--clients", "6", "--model", "logreg", "--quiet", "--secagg", "masked",
+               "--threshold", "4", "--neighbors", "4", "--dropout-rate", "0.2", "--out", str(tmp_path)])
+    assert rc == 0
+    res = json.loads((tmp_path / "result.json").read_text())
+    assert res["config"]["threshold"] == 4 and res["config"]["neighbors"] == 4
+    assert res["transcript"]["calls"] == 1

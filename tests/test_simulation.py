@@ -77,3 +77,17 @@ def test_holdout_is_disjoint_from_training():
     sim = Simulation(RunConfig(rounds=1, clients=5, model="logreg", client_holdout=0.25))
     for tr, ho in zip(sim.client_indices, sim.client_holdout):
         assert len(set(tr.tolist()) & set(ho.tolist())) == 0 and len(ho) > 0
+
+
+def test_masked_run_equals_quantized_run():
+    q = Simulation(_small(rounds=2, secagg="quantized"))
+    m = Simulation(_small(rounds=2, secagg="masked"))
+    assert [r.test_loss for r in q.run()] == [r.test_loss for r in m.run()]
+    assert "masked_inputs" in m.transcript.calls[-1].server_view
+
+
+def test_masked_run_with_dropouts_and_sparse_graph():
+    sim = Simulation(_small(rounds=2, secagg="masked", neighbors=4, dropout_rate=0.25))
+    sim.run()
+    assert all(len(c.survivors) == 6 for c in sim.transcript.calls)
+    assert sim.history[-1].test_loss < sim.history[0].test_loss + 1.0
