@@ -81,7 +81,8 @@ class ClientUpdates:
 
     def secure_average(self, weight: Union[ClientFn, Tensor, None] = None,
                        transform: Optional[ClientFn] = None, *, broadcast: Any = None,
-                       weight_bound: Optional[float] = None, label: Optional[str] = None) -> Tensor:
+                       weight_bound: Optional[float] = None, label: Optional[str] = None,
+                       client_data: Optional[Tensor] = None) -> Tensor:
         """One oracle call: sum_i beta_i t_i / sum_i beta_i.
 
         Parameters
@@ -98,16 +99,31 @@ class ClientUpdates:
             Public bound on every beta_i used for encoding (see the oracle).
         label : str, optional
             Name of the call in the transcript.
+        client_data : Tensor [n, ...], optional
+            Client-held values (e.g. RFA's alpha_i), one slice per client; when given,
+            client-side functions are called as ``fn(update, broadcast, own_data)``
+            and each client sees only its own slice.
         """
         rows = self._updates
+        if client_data is not None:
+            client_data = torch.as_tensor(client_data, device=self.device)
+            if client_data.shape[:1] != (self.n,):
+                raise ValueError(f"client_data must have one entry per client (leading dim {self.n}), "
+                                 f"got shape {tuple(client_data.shape)}")
+
+        def run(fn, source):
+            if client_data is None:
+                return torch.vmap(lambda r: fn(r, broadcast))(source)
+            return torch.vmap(lambda r, c: fn(r, broadcast, c))(source, client_data)
+
         if transform is not None:
-            rows = torch.vmap(lambda r: transform(r, broadcast))(rows)
+            rows = run(transform, rows)
             if rows.ndim != 2 or rows.shape[0] != self.n:
                 raise ValueError(f"transform must map each row to a vector; got output shape {tuple(rows.shape)}")
         if weight is None:
             beta = torch.ones(self.n, device=self.device, dtype=self.dtype)
         elif callable(weight):
-            beta = torch.vmap(lambda r: torch.as_tensor(weight(r, broadcast)))(self._updates)
+            beta = run(lambda *a: torch.as_tensor(weight(*a)), self._updates)
             if beta.shape != (self.n,):
                 raise ValueError(f"weight must return one scalar per client; got shape {tuple(beta.shape)}")
         else:

@@ -111,3 +111,21 @@ def test_client_updates_rejects_bad_shapes():
         ClientUpdates(torch.zeros(3))
     with pytest.raises(ValueError, match="num_samples"):
         ClientUpdates(torch.zeros(3, 2), num_samples=torch.ones(4))
+
+
+def test_client_data_reaches_only_its_owner():
+    x, _ = _data(n=6, d=4)
+    alphas = torch.arange(1.0, 7.0)
+    seen = []
+
+    def weight(row, v, own_alpha):
+        seen.append(tuple(own_alpha.shape))
+        return own_alpha / torch.clamp((row - v).norm(), min=1e-6)
+
+    cu = ClientUpdates(x, secure=True, rule="test")
+    out = cu.secure_average(weight=weight, broadcast=torch.zeros(4), client_data=alphas)
+    beta = alphas / x.norm(dim=1)
+    assert seen == [()]
+    assert torch.allclose(out, (beta[:, None] * x).sum(0) / beta.sum(), atol=1e-6)
+    with pytest.raises(ValueError, match="one entry per client"):
+        cu.secure_average(weight=weight, broadcast=torch.zeros(4), client_data=alphas[:3])
