@@ -9,8 +9,9 @@ from secagg import ClientUpdates, QuantizedOracle, SecureAggregationViolation
 def _updates(secure):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(12, 30, generator=g) * 0.1
+    # FLTrust needs the server's root update; other rules ignore the context.
     return ClientUpdates(x, oracle=QuantizedOracle(clip=1.0), secure=secure, rule="x",
-                         num_samples=torch.arange(1, 13).float())
+                         num_samples=torch.arange(1, 13).float(), context={"server_update": x.mean(0)})
 
 
 @pytest.mark.parametrize("name", sorted(RULES))
