@@ -39,13 +39,14 @@ class RunConfig:
     alpha: float = 0.5                          # Dirichlet concentration
     labels_per_client: int = 2                  # shards partition
     model: str = "mlp"
-    rule: str = "fedavg"
+    rule: str = "rfa"
     rule_args: Dict[str, Any] = field(default_factory=dict)
     attack: Optional[str] = None                # poisoning attack of the corrupted clients
     attack_args: Dict[str, Any] = field(default_factory=dict)
     corrupt: float = 0.0                        # rho: fraction of corrupted clients
-    secagg: str = "quantized"
-    bits: int = 32
+    secagg: str = "masked"
+    bits: int = 64                              # wide ring: RFA's Weiszfeld weights encode without
+                                                # revealing any per-call scalar (rfa.smoothed_weiszfeld)
     clip: float = 10.0
     overflow: str = "raise"                     # "clip": clip to the encoding bound and count it
     root_size: int = 100                        # server root dataset, for rules that need one (FLTrust)
