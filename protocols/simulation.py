@@ -176,6 +176,9 @@ class Simulation:
         self.attack = make_attack(cfg.attack, **cfg.attack_args) if cfg.attack else None
         self.corrupted = corrupted_clients(cfg.clients, cfg.corrupt, cfg.seed) if self.attack else \
             torch.zeros(0, dtype=torch.long)
+        # Global model after each round (index 0: the initial model), for audits of the broadcast view.
+        self.global_history: List[torch.Tensor] = [flat_params(self.model).clone()]
+        self.broadcast_hook: Optional[Callable[[int, torch.Tensor], torch.Tensor]] = None
         self.batch_transform = self._data_poisoning() if self.attack and self.attack.kind in ("data", "both") \
             else None
 
@@ -223,10 +226,21 @@ class Simulation:
             return torch.arange(self.cfg.clients)
         return torch.randperm(self.cfg.clients, generator=self.gen)[:m].sort().values
 
-    def client_updates(self, ids: torch.Tensor) -> torch.Tensor:
+    def broadcast_params(self, rnd: int) -> torch.Tensor:
+        """The model the clients receive this round: the global model, or what a malicious
+        server's ``broadcast_hook(round, global_flat)`` makes of it (active membership attacks)."""
+        w = flat_params(self.model)
+        return w if self.broadcast_hook is None else self.broadcast_hook(rnd, w)
+
+    def client_updates(self, ids: torch.Tensor, broadcast: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Local training of clients ``ids`` from ``broadcast`` (default: the global model)."""
         parts = [self.client_indices[i] for i in ids.tolist()]
+        if broadcast is None:
+            broadcast = flat_params(self.model)
 
         def train(start=None):
+            if start is None:
+                start = broadcast.unsqueeze(0).expand(len(parts), -1)
             return self.trainer(self.model, self.data.x_train, self.data.y_train, parts, self.local,
                                 self.gen, batch_transform=self.batch_transform, client_ids=ids, start=start)
 
@@ -235,7 +249,7 @@ class Simulation:
         # RFA Alg. 4: tau steps on u_i with w fixed, then tau steps on w with u_i fixed. Both are
         # SGD on the sum p = w + u_i, so each phase is ordinary local training from a per-client start.
         dev_ids = ids.to(self.device)
-        p0 = flat_params(self.model).unsqueeze(0) + self.personal[dev_ids]
+        p0 = broadcast.unsqueeze(0) + self.personal[dev_ids]
         du = train(p0)
         self.personal[dev_ids] += du
         return train(p0 + du)
@@ -244,7 +258,7 @@ class Simulation:
         t0 = time.perf_counter()
         self.transcript.round = rnd
         ids = self.sample_clients()
-        deltas = self.client_updates(ids)
+        deltas = self.client_updates(ids, self.broadcast_params(rnd))
         counts = torch.tensor([len(self.client_indices[i]) for i in ids.tolist()],
                               dtype=deltas.dtype, device=deltas.device)
         deltas, clipped = self._poison_updates(ids, deltas, counts)
@@ -255,6 +269,9 @@ class Simulation:
                                                     [self.root_indices], self.local, self.gen)[0]
         handle = ClientUpdates(deltas, oracle=self.oracle, secure=self.secure, rule=self.rule.name,
                                num_samples=counts, transcript=self.transcript, context=context)
+        if not self.secure:
+            handle.reveal()  # without secure aggregation the server receives every update
+        self.last_round_clients = ids
         clipped_before = getattr(self.oracle, "total_clipped", 0)
         agg = self.rule(handle)
         if agg.shape != (deltas.shape[1],) or not torch.isfinite(agg).all():
@@ -262,6 +279,7 @@ class Simulation:
                                f"(shape {tuple(agg.shape)}, finite={bool(torch.isfinite(agg).all())})")
         with torch.no_grad():
             set_flat_params(self.model, flat_params(self.model) + self.cfg.server_lr * agg)
+        self.global_history.append(flat_params(self.model).clone())
         acc, loss = evaluate(self.model, self.data.x_test, self.data.y_test)
         success = self.attack_success()
         client_acc = self.client_accuracy()

@@ -62,6 +62,8 @@ class ClientUpdates:
         # Public side information a rule may use (e.g. the round, a server root update).
         self.context = dict(context or {})
         self.oracle_calls = 0
+        # Recorded once: without secure aggregation the server holds the updates as soon as they arrive.
+        self.revealed = False
 
     @property
     def n(self) -> int:
@@ -141,7 +143,9 @@ class ClientUpdates:
                 f"on (oracle {self.oracle.name!r}): the server only learns weighted averages. Use a "
                 "secagg-compatible rule (e.g. fedavg, rfa) or run with secure aggregation off "
                 "(--secagg off)")
-        self.transcript.record_reveal(self.rule, self._updates)
+        if not self.revealed:
+            self.transcript.record_reveal(self.rule, self._updates)
+            self.revealed = True
         return self._updates
 
     def __repr__(self) -> str:

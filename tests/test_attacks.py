@@ -65,7 +65,7 @@ def test_attack_config_errors():
 
 
 def test_omniscient_breaks_fedavg_in_simulation():
-    cfg = dict(rounds=4, clients=8, model="logreg", secagg="off")
+    cfg = dict(rounds=4, clients=8, model="logreg", secagg="off", rule="fedavg")
     clean = Simulation(RunConfig(**cfg)).run()
     bad = Simulation(RunConfig(attack="omniscient", corrupt=0.25, **cfg)).run()
     assert bad[-1].test_loss > clean[-1].test_loss + 0.5

@@ -13,7 +13,7 @@ def test_run_writes_result_json(tmp_path, capsys):
     assert len(res["rounds"]) == 2
     assert set(res["rounds"][0]) >= {"round", "test_accuracy", "test_loss", "oracle_calls"}
     assert res["final"]["test_accuracy"] == res["rounds"][-1]["test_accuracy"]
-    assert res["transcript"]["calls"] == 2 and res["config"]["secagg"] == "quantized"
+    assert res["transcript"]["calls"] == 2 * 4 and res["config"]["secagg"] == "masked"  # rfa: v0 + 3 calls
     out = capsys.readouterr().out
     assert "final test accuracy" in out and "round" in out
 
@@ -45,4 +45,4 @@ def test_run_masked_options(tmp_path):
     assert rc == 0
     res = json.loads((tmp_path / "result.json").read_text())
     assert res["config"]["threshold"] == 4 and res["config"]["neighbors"] == 4
-    assert res["transcript"]["calls"] == 1
+    assert res["transcript"]["calls"] == 4          # rfa: v0 + 3 Weiszfeld calls

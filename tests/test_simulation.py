@@ -5,7 +5,7 @@ from protocols.simulation import RunConfig, Simulation
 
 
 def _small(**kw):
-    base = dict(rounds=3, clients=8, model="logreg")
+    base = dict(rounds=3, clients=8, model="logreg", rule="fedavg", secagg="quantized", bits=32)
     base.update(kw)
     return RunConfig(**base)
 
@@ -64,7 +64,8 @@ def test_defaults_reach_85_percent_on_digits():
 
 
 def test_personalization_beats_global_model_on_label_skewed_clients():
-    cfg = dict(partition="shards", labels_per_client=2, rounds=6, client_holdout=0.2, model="logreg")
+    cfg = dict(partition="shards", labels_per_client=2, rounds=6, client_holdout=0.2, model="logreg",
+               secagg="quantized")
     plain = Simulation(RunConfig(**cfg)).run()
     pers_sim = Simulation(RunConfig(personalize=True, **cfg))
     pers = pers_sim.run()
@@ -74,7 +75,7 @@ def test_personalization_beats_global_model_on_label_skewed_clients():
 
 
 def test_holdout_is_disjoint_from_training():
-    sim = Simulation(RunConfig(rounds=1, clients=5, model="logreg", client_holdout=0.25))
+    sim = Simulation(RunConfig(rounds=1, clients=5, model="logreg", client_holdout=0.25, secagg="off"))
     for tr, ho in zip(sim.client_indices, sim.client_holdout):
         assert len(set(tr.tolist()) & set(ho.tolist())) == 0 and len(ho) > 0
 
