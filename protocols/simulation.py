@@ -196,7 +196,8 @@ class Simulation:
             return torch.where(mx, px, x), torch.where(my, py, y)
         return transform
 
-    def _poison_updates(self, ids: torch.Tensor, deltas: torch.Tensor, counts: torch.Tensor):
+    def _poison_updates(self, ids: torch.Tensor, deltas: torch.Tensor, counts: torch.Tensor,
+                        server_update: Optional[torch.Tensor] = None):
         """Replace the corrupted clients' rows with the update attack's output."""
         bad = torch.isin(ids, self.corrupted)
         if self.attack is None or self.attack.kind == "data" or not bad.any():
@@ -206,7 +207,8 @@ class Simulation:
         view = AttackView(own=deltas[bad_d], own_weights=counts[bad_d], global_params=flat_params(self.model),
                           generator=self.gen, honest=deltas[~bad_d] if omniscient else None,
                           honest_weights=counts[~bad_d] if omniscient else None,
-                          rule=self.rule, n_selected=len(ids))
+                          rule=self.rule, n_selected=len(ids),
+                          server_update=server_update if omniscient else None)
         poisoned = self.attack.poison_updates(view)
         if poisoned.shape != view.own.shape:
             raise RuntimeError(f"attack {self.attack.name!r} returned shape {tuple(poisoned.shape)}, "
@@ -261,12 +263,12 @@ class Simulation:
         deltas = self.client_updates(ids, self.broadcast_params(rnd))
         counts = torch.tensor([len(self.client_indices[i]) for i in ids.tolist()],
                               dtype=deltas.dtype, device=deltas.device)
-        deltas, clipped = self._poison_updates(ids, deltas, counts)
         context = {"round": rnd, "client_ids": ids, "global_params": flat_params(self.model)}
         if self.root_indices is not None:
             # The server's own update on its root data (FLTrust Alg. 1, ModelUpdate on D_0).
             context["server_update"] = self.trainer(self.model, self.data.x_train, self.data.y_train,
                                                     [self.root_indices], self.local, self.gen)[0]
+        deltas, clipped = self._poison_updates(ids, deltas, counts, context.get("server_update"))
         handle = ClientUpdates(deltas, oracle=self.oracle, secure=self.secure, rule=self.rule.name,
                                num_samples=counts, transcript=self.transcript, context=context)
         if not self.secure:

@@ -36,6 +36,7 @@ class AttackView:
     honest_weights: Optional[Tensor] = None
     rule: Optional[Any] = None        # the server's aggregation rule object (Kerckhoffs: public)
     n_selected: int = 0               # clients aggregated this round (honest + corrupted)
+    server_update: Optional[Tensor] = None  # FLTrust's root update g0; full-knowledge attacks only
 
 
 class Attack:

@@ -56,7 +56,7 @@ class FLTrustAdaptive(Attack):
         rows, _ = clean_of(view, self.name)
         dtype, device = honest.dtype, honest.device
         tiny = torch.finfo(dtype).tiny
-        g0 = getattr(view, "server_update", None)
+        g0 = view.server_update
         g0 = rows.mean(dim=0) if g0 is None else torch.as_tensor(g0).to(device, dtype)
         n0 = torch.linalg.vector_norm(g0)
         if not n0 > 0:
