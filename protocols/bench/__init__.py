@@ -16,7 +16,11 @@ import torch
 
 # suite name -> module (relative to this package) exposing run(quick=..., device=...)
 SUITES: Dict[str, str] = {
+    "dp": ".dp",
     "oracle": ".oracle",
+    "rfa": ".rfa",
+    "rules": ".rules",
+    "secagg": ".secagg",
 }
 
 
