@@ -9,7 +9,7 @@ label skew (Hsu et al. 2019), and label-sorted shards with k labels per client
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 import torch

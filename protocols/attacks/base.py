@@ -14,11 +14,12 @@ clips corrupted rows to the bound and reports how many coordinates it clipped).
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any, ClassVar, Dict, List, Optional, Tuple, Type
+from typing import Any, ClassVar, Dict, Optional, Tuple
 
 import torch
+
+from ..registry import Registry, dataclass_params
 
 Tensor = torch.Tensor
 KNOWLEDGE = ("own", "honest-updates")
@@ -56,46 +57,21 @@ class Attack:
         return view.own
 
     def params(self) -> Dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)} \
-            if dataclasses.is_dataclass(self) else {}
+        return dataclass_params(self)
 
 
-ATTACKS: Dict[str, Type[Attack]] = {}
-
-
-def register_attack(cls: Type[Attack]) -> Type[Attack]:
-    for attr in ("name", "citation"):
-        if not hasattr(cls, attr):
-            raise TypeError(f"attack class {cls.__name__} must define {attr!r}")
+def _check_attack(cls) -> None:
     if cls.kind not in ("data", "update", "both"):
         raise TypeError(f"attack {cls.name!r}: kind {cls.kind!r} not in ('data', 'update', 'both')")
     if cls.knowledge not in KNOWLEDGE:
         raise TypeError(f"attack {cls.name!r}: knowledge {cls.knowledge!r} not in {KNOWLEDGE}")
-    if cls.name in ATTACKS:
-        raise ValueError(f"attack name {cls.name!r} registered twice")
-    ATTACKS[cls.name] = cls
-    return cls
 
 
-def make_attack(name: str, **kwargs) -> Attack:
-    if name not in ATTACKS:
-        raise ValueError(f"unknown attack {name!r}; choose one of {sorted(ATTACKS)} "
-                         "(`fedaudit list attacks` describes them)")
-    cls = ATTACKS[name]
-    known = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
-    unknown = sorted(set(kwargs) - known)
-    if unknown:
-        raise ValueError(f"attack {name!r} has no parameter(s) {unknown}; its parameters are {sorted(known)}")
-    return cls(**kwargs)
-
-
-def describe_attacks() -> List[Dict[str, Any]]:
-    out = []
-    for name, cls in sorted(ATTACKS.items()):
-        defaults = {f.name: f.default for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
-        out.append({"name": name, "kind": cls.kind, "knowledge": cls.knowledge,
-                    "citation": cls.citation, "parameters": defaults})
-    return out
+ATTACKS = Registry("attack", required=("name", "citation"), describe_attrs=("kind", "knowledge"),
+                   check=_check_attack)
+register_attack = ATTACKS.register
+make_attack = ATTACKS.make
+describe_attacks = ATTACKS.describe
 
 
 def corrupted_clients(n_clients: int, rho: float, seed: int) -> Tensor:
