@@ -37,6 +37,20 @@ n=20, d=5000). Policies:
 - ``"auto"`` (default): ``"nu"`` when the ring is wide enough (always for the
   plaintext oracle; a 64-bit ring at any practical n, d), else ``"revealed"``.
   The choice is in :attr:`RFAResult.weight_bound`.
+- ``"dp"``: for updates clipped to L2 norm ``clip`` = C (user-level DP), the
+  per-call public bound B_r = alpha_max / max(nu, ||v|| - C): since
+  ||v - w_i|| >= ||v|| - ||w_i|| >= ||v|| - C, every beta_i <= B_r, and the server
+  knows ||v|| (its own broadcast). Each client sends
+  u_i = (alpha_i / alpha_max) max(nu, ||v|| - C) / max(nu, ||v - w_i||) <= 1, so the
+  noise of a DP oracle, calibrated to u_i <= 1, stays proportionate to the signal
+  even when a noisy iterate v lies far from every update (with ``"nu"`` every u_i
+  would then be ~ nu / ||v||). This is ``dp.public_weight_bound`` (formula and
+  proof in ``dp/rfa_sensitivity.py``), computed inline here because ``rfa``
+  imports only ``secagg``. With equal alphas the weights are also bounded below
+  by nu / (2 C + nu) (``dp.rfa_weight_floor``). ``clip`` comes from the argument
+  or from ``updates.context["dp_clip"]``; the clip must actually hold (the DP
+  oracles refuse unclipped rows). A float-rounding excess of u_i over 1 (a row
+  clipped to C(1 + 1e-7)) is clamped to the bound client-side.
 
 alpha_max (the largest normalised client weight) is treated as public: it fixes
 the public bounds of the v0, objective and ``"nu"`` calls.
@@ -67,7 +81,7 @@ import secagg
 Tensor = torch.Tensor
 WeightBound = Union[str, float]
 
-_POLICIES = ("auto", "nu", "revealed")
+_POLICIES = ("auto", "nu", "revealed", "dp")
 # Coordinates per chunk of the client-side distance on the CPU: the vmapped
 # [n, chunk] temporaries stay in cache, so the updates are read once.
 _CPU_CHUNK = 1 << 12
@@ -123,7 +137,7 @@ class RFAResult:
     stop_reason: str
     """"max_calls" (the budget R was spent) or "tol" (objective improvement below tol)."""
     weight_bound: str
-    """Encoding policy used for the Weiszfeld weights: "nu", "revealed" or "public"."""
+    """Encoding policy used for the Weiszfeld weights: "nu", "dp", "revealed" or "public"."""
     encoding_error: List[float]
     """Server-side estimate (from the revealed total weight) of the norm of the
     quantization error in each Weiszfeld output; 0 for an exact oracle."""
@@ -291,6 +305,8 @@ def _resolve_policy(policy: WeightBound, updates, nu: float, alpha_max: float,
                     max_encoding_error: float) -> str:
     if not isinstance(policy, str):
         return "public"
+    if policy == "dp":
+        return "dp"
     res = _resolution(updates)
     err = predicted_encoding_error(updates.n, updates.d, nu, alpha_max, res)
     if policy == "auto":
@@ -359,7 +375,7 @@ def smoothed_weiszfeld(updates: "secagg.ClientUpdates", alphas: Optional[Tensor]
                        nu: float = 1e-6, max_calls: int = 3, v0: Optional[Tensor] = None,
                        tol: Optional[float] = None, track_objective: bool = True,
                        weight_bound: WeightBound = "auto", max_encoding_error: float = 1e-6,
-                       label: str = "rfa") -> RFAResult:
+                       label: str = "rfa", clip: Optional[float] = None) -> RFAResult:
     """Approximate geometric median of the clients' updates by the smoothed Weiszfeld algorithm.
 
     Pillutla, Kakade, Harchaoui 2022, Algorithm 2, as an iterative secure aggregate
@@ -386,12 +402,15 @@ def smoothed_weiszfeld(updates: "secagg.ClientUpdates", alphas: Optional[Tensor]
         Stop early when g(v^(r)) - g(v^(r+1)) < tol * g(v^(r+1)) (needs track_objective).
     track_objective : bool
         Obtain g(v^(r)) for r = 0..R through the oracle (R + 1 extra, 1-coordinate calls).
-    weight_bound : "auto", "nu", "revealed" or float
+    weight_bound : "auto", "nu", "revealed", "dp" or float
         Encoding of the Weiszfeld weights (module docstring).
     max_encoding_error : float
         Largest predicted relative step error the ``"nu"`` policy accepts.
     label : str
         Prefix of this run's transcript labels (``rfa:v0``, ``rfa:w1``, ``rfa:g0``, ...).
+    clip : float, optional
+        L2 bound C of every update, for ``weight_bound="dp"`` (default:
+        ``updates.context["dp_clip"]``).
 
     Returns
     -------
@@ -416,6 +435,12 @@ def smoothed_weiszfeld(updates: "secagg.ClientUpdates", alphas: Optional[Tensor]
     alpha_max = float(alphas.max())
     equal = bool((alphas == alphas[0]).all())
     mode = _resolve_policy(policy, updates, nu, alpha_max, max_encoding_error)
+    if mode == "dp":
+        clip = clip if clip is not None else getattr(updates, "context", {}).get("dp_clip")
+        if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not math.isfinite(clip) or clip <= 0:
+            raise ValueError(f"weight_bound='dp' needs the L2 clip C > 0 of the updates (clip={clip!r}); pass "
+                             "clip=C or run under user-level DP, which sets updates.context['dp_clip']")
+        clip = float(clip)
     res = _resolution(updates)
     if v0 is not None:
         v0 = torch.as_tensor(v0)
@@ -443,7 +468,8 @@ def smoothed_weiszfeld(updates: "secagg.ClientUpdates", alphas: Optional[Tensor]
     else:
         weight_fn = lambda row, b, a: a * (nu / torch.clamp(_distance(row, b), min=nu))  # noqa: E731
         extra = {"client_data": alphas / alpha_max}
-    bound = {"nu": 1.0, "revealed": None, "public": (policy if mode == "public" else 0.0) * scale}[mode]
+    bound = {"nu": 1.0, "dp": 1.0, "revealed": None,
+             "public": (policy if mode == "public" else 0.0) * scale}[mode]
 
     eff_weights: List[Tensor] = []
     enc_err: List[float] = []
@@ -453,7 +479,18 @@ def smoothed_weiszfeld(updates: "secagg.ClientUpdates", alphas: Optional[Tensor]
     stop = "max_calls"
     r = 0
     for r in range(1, max_calls + 1):
-        v = run.call(f"w{r}", weight=weight_fn, broadcast=v, weight_bound=bound, **extra)
+        call_scale, call_fn = scale, weight_fn
+        if mode == "dp":
+            # B_r = alpha_max / max(nu, ||v|| - C) (dp.public_weight_bound): u_i = beta_i / B_r <= 1.
+            m_r = max(nu, float(torch.linalg.vector_norm(v.double())) - clip)
+            call_scale = m_r / alpha_max
+            if equal:
+                call_fn = lambda row, b, m=m_r: torch.clamp(  # noqa: E731
+                    m / torch.clamp(_distance(row, b), min=nu), max=1.0)
+            else:
+                call_fn = lambda row, b, a, m=m_r: a * torch.clamp(  # noqa: E731
+                    m / torch.clamp(_distance(row, b), min=nu), max=1.0)
+        v = run.call(f"w{r}", weight=call_fn, broadcast=v, weight_bound=bound, **extra)
         iterates.append(v)
         call = run.last
         total_u = float(call.revealed["total_weight"])      # sum of the scaled weights, server-visible
@@ -463,7 +500,7 @@ def smoothed_weiszfeld(updates: "secagg.ClientUpdates", alphas: Optional[Tensor]
         # Ground truth (audit only): effective weights, and Proposition 3 per call.
         eff = call.ground_truth["effective_weights"].detach()
         eff_weights.append(eff)
-        nb, dm, pb = _privacy_stats(eff, alphas, call.survivors, total_u / scale)
+        nb, dm, pb = _privacy_stats(eff, alphas, call.survivors, total_u / call_scale)
         nu_bars.append(nb)
         dmaxes.append(dm)
         bounds.append(pb)

@@ -366,41 +366,6 @@ def test_predicted_encoding_error():
     assert rfa.predicted_encoding_error(100, 10**6, 1e-6, 0.01, float(res64)) < 1e-7
 
 
-# ----------------------------------------------------------------------------- personalization
-
-
-def test_personal_state_persists_per_client():
-    st = rfa.PersonalState(5, 3)
-    assert torch.equal(st.gather([1, 3]), torch.zeros(2, 3))
-    st.scatter([1, 3], torch.ones(2, 3))
-    st.scatter([3], 2 * torch.ones(1, 3))
-    assert torch.equal(st.gather([0, 1, 3]), torch.tensor([[0.0] * 3, [1.0] * 3, [2.0] * 3]))
-    assert st.trained.tolist() == [False, True, False, True, False]
-    with pytest.raises(IndexError, match=r"out of range \[0, 5\)"):
-        st.gather([5])
-    with pytest.raises(ValueError, match=r"shape \[2, 3\]"):
-        st.scatter([0, 1], torch.ones(3, 3))
-    w = torch.tensor([1.0, 2.0, 3.0])
-    assert torch.equal(rfa.personalized_parameters(w, st.gather([3])), torch.tensor([[3.0, 4.0, 5.0]]))
-
-
-def test_aggregate_shared_methods():
-    x = _points(n=10, d=4)
-    counts = torch.arange(1.0, 11.0)
-    agg, info = rfa.aggregate_shared(_handle(x, num_samples=counts), "fedavg")
-    assert info is None and torch.allclose(agg, (counts[:, None] * x).sum(0) / counts.sum(), atol=1e-6)
-    agg, info = rfa.aggregate_shared(_handle(x), "rfa", max_calls=2)
-    assert info.weiszfeld_calls == 2 and torch.equal(agg, info.aggregate)
-    agg, info = rfa.aggregate_shared(_handle(x), "rfa-onestep")
-    assert info.oracle_calls == 1
-    with pytest.raises(ValueError, match="choose one of"):
-        rfa.aggregate_shared(_handle(x), "krum")
-    assert rfa.average_personalized_accuracy(torch.tensor([1, 3, 0]), torch.tensor([2, 4, 0])) == \
-        pytest.approx(0.625)
-    with pytest.raises(ValueError, match="no client has held-out data"):
-        rfa.average_personalized_accuracy(torch.zeros(2), torch.zeros(2))
-
-
 # ----------------------------------------------------------------------------- scale
 
 

@@ -66,8 +66,8 @@ def test_defaults_reach_85_percent_on_digits():
 def test_personalization_beats_global_model_on_label_skewed_clients():
     cfg = dict(partition="shards", labels_per_client=2, rounds=6, client_holdout=0.2, model="logreg",
                secagg="quantized")
-    plain = Simulation(RunConfig(**cfg)).run()
-    pers_sim = Simulation(RunConfig(personalize=True, **cfg))
+    plain = Simulation(RunConfig(rule="fedavg", **cfg)).run()        # FedAvg's global model
+    pers_sim = Simulation(RunConfig(rule="rfa-personalized", **cfg))
     pers = pers_sim.run()
     assert pers[-1].client_accuracy > plain[-1].client_accuracy + 0.1
     assert pers_sim.personal.abs().sum() > 0                  # personal state persisted
