@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from .simulation import SECAGG_MODES, RunConfig, Simulation
+from .simulation import DP_MODES, SECAGG_MODES, RunConfig, Simulation
 
 _DEFAULTS = RunConfig()
 
@@ -85,6 +85,23 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="vectorized clients or a per-client loop (default: %(default)s)")
     p.add_argument("--seed", type=int, default=d.seed, help="(default: %(default)s)")
     p.add_argument("--device", default=d.device, help="torch device (default: %(default)s)")
+    g = p.add_argument_group("differential privacy")
+    g.add_argument("--dp", default=d.dp, choices=DP_MODES,
+                   help="record: Opacus DP-SGD in each client's local training; user-central: clip each "
+                        "update to --dp-clip, Gaussian noise by the server; user-distributed: discrete "
+                        "Gaussian shares summed by --secagg quantized|masked (default: off)")
+    g.add_argument("--noise-multiplier", type=float, default=d.noise_multiplier,
+                   help="z: noise std / sensitivity (give this or --target-epsilon)")
+    g.add_argument("--target-epsilon", type=float, default=d.target_epsilon,
+                   help="choose z so that the run ends at this epsilon (give this or --noise-multiplier)")
+    g.add_argument("--delta", type=float, default=d.delta, help="DP delta (default: %(default)s)")
+    g.add_argument("--max-grad-norm", type=float, default=d.max_grad_norm,
+                   help="record: per-example gradient clip (default: %(default)s)")
+    g.add_argument("--dp-clip", type=float, default=d.dp_clip,
+                   help="user-level: L2 clip of each client's update (default: %(default)s; --clip is "
+                        "the secagg encoding bound)")
+    g.add_argument("--accountant", default=d.accountant, choices=["rdp", "prv"],
+                   help="Opacus privacy accountant (default: %(default)s)")
     p.add_argument("--out", type=Path, default=None, help="write DIR/result.json")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -101,7 +118,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         attack_args=_parse_kv(args.attack_arg, "--attack-arg"), corrupt=args.corrupt, secagg=args.secagg, bits=args.bits,
         clip=args.clip, overflow=args.overflow, threshold=threshold, neighbors=args.neighbors, dropout_rate=args.dropout_rate,
         personalize=args.personalize, client_holdout=args.client_holdout, local_epochs=args.local_epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
-        server_lr=args.server_lr, training=args.training, seed=args.seed, device=args.device)
+        server_lr=args.server_lr, training=args.training, seed=args.seed, device=args.device,
+        dp=args.dp, noise_multiplier=args.noise_multiplier, target_epsilon=args.target_epsilon, delta=args.delta,
+        max_grad_norm=args.max_grad_norm, dp_clip=args.dp_clip, accountant=args.accountant)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -113,21 +132,28 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     def progress(rec):
         bar.update(1)
-        bar.set_postfix(acc=f"{rec.test_accuracy:.3f}", loss=f"{rec.test_loss:.3f}")
+        post = {"acc": f"{rec.test_accuracy:.3f}", "loss": f"{rec.test_loss:.3f}"}
+        if rec.epsilon is not None:
+            post["eps"] = f"{rec.epsilon:.3g}"
+        bar.set_postfix(**post)
 
     sim.run(progress)
     bar.close()
     result = sim.result()
     hist = sim.history
     shown = sorted({0, len(hist) // 4, len(hist) // 2, 3 * len(hist) // 4, len(hist) - 1})
-    print(_table(["round", "test_accuracy", "test_loss", "oracle_calls", "seconds"],
+    dp_on = cfg.dp is not None
+    print(_table(["round", "test_accuracy", "test_loss", "oracle_calls", "seconds"] + (["epsilon"] if dp_on else []),
                  [[hist[i].round, hist[i].test_accuracy, hist[i].test_loss, hist[i].oracle_calls,
-                   hist[i].seconds] for i in shown]))
+                   hist[i].seconds] + ([hist[i].epsilon] if dp_on else []) for i in shown]))
     ts = result["transcript"]
+    dps = result.get("dp")
+    dp_text = "" if not dps else (f"; DP {dps['mode']}: epsilon {dps['epsilon']:.3f} at delta {dps['delta']:g}, "
+                                  f"noise multiplier {dps['noise_multiplier']:.3g}")
     print(f"\nfinal test accuracy {result['final']['test_accuracy']:.4f}  "
           f"(rule={cfg.rule}, secagg={cfg.secagg}, {cfg.clients} clients, {cfg.rounds} rounds; "
           f"oracle calls {ts['calls']}, individual reveals {ts['individual_reveals']}, "
-          f"max effective weight {ts['max_effective_weight']:.3f})")
+          f"max effective weight {ts['max_effective_weight']:.3f}{dp_text})")
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         path = args.out / "result.json"
@@ -188,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_list = sub.add_parser("list", help="list registered rules, attacks, datasets or models")
     p_list.add_argument("what", choices=["rules", "attacks", "datasets", "models"])
     p_list.set_defaults(func=cmd_list)
+    from .audit import add_audit_parser
+    add_audit_parser(sub)
     return parser
 
 

@@ -15,6 +15,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
+import dp
 import secagg
 from secagg import ClientUpdates, PlaintextOracle, QuantizedOracle, Transcript
 
@@ -25,6 +26,9 @@ from .data import Dataset, load_dataset, partition
 from .models import build_model, flat_params, set_flat_params
 
 SECAGG_MODES = ("off", "plaintext", "quantized", "masked")
+DP_MODES = ("record", "user-central", "user-distributed")
+# Rules whose every oracle call the user-level DP oracles can noise with a public sensitivity.
+USER_DP_RULES = ("fedavg", "rfa", "rfa-onestep", "rfa-personalized")
 
 
 @dataclass
@@ -65,6 +69,16 @@ class RunConfig:
     training: str = "vmap"
     seed: int = 0
     device: str = "cpu"
+    # Differential privacy (package ``dp``): None (off), "record" (Opacus DP-SGD in each
+    # client's local training), "user-central" (clip + Gaussian noise by a trusted server),
+    # "user-distributed" (clip + discrete Gaussian shares summed by secure aggregation).
+    dp: Optional[str] = None
+    noise_multiplier: Optional[float] = None    # z; exactly one of this and target_epsilon
+    target_epsilon: Optional[float] = None      # z chosen so that the run ends at this epsilon
+    delta: float = 1e-5
+    max_grad_norm: float = 1.0                  # record: per-example gradient clip
+    dp_clip: float = 1.0                        # user-level: L2 clip C of each client's update
+    accountant: str = "rdp"                     # Opacus accountant: rdp | prv
 
     def validate(self) -> None:
         if self.secagg not in SECAGG_MODES:
@@ -82,6 +96,43 @@ class RunConfig:
             raise ValueError(f"attack={self.attack!r} with corrupt=0 corrupts no client; set --corrupt RHO")
         if not self.server_lr > 0:
             raise ValueError(f"server_lr={self.server_lr!r} must be > 0")
+        self._validate_dp()
+
+    def _validate_dp(self) -> None:
+        if self.dp is None:
+            if self.noise_multiplier is not None or self.target_epsilon is not None:
+                raise ValueError(f"noise_multiplier={self.noise_multiplier!r} / target_epsilon="
+                                 f"{self.target_epsilon!r} given without DP; choose --dp {'|'.join(DP_MODES)}")
+            return
+        if self.dp not in DP_MODES:
+            raise ValueError(f"dp={self.dp!r}; choose one of {DP_MODES} (or None for no DP)")
+        if (self.noise_multiplier is None) == (self.target_epsilon is None):
+            raise ValueError(f"--dp {self.dp} needs exactly one of --noise-multiplier and --target-epsilon "
+                             f"(got noise_multiplier={self.noise_multiplier!r}, "
+                             f"target_epsilon={self.target_epsilon!r})")
+        if self.noise_multiplier is not None:
+            dp.check_noise_multiplier(self.noise_multiplier)
+        if self.target_epsilon is not None and not (isinstance(self.target_epsilon, (int, float))
+                                                    and 0 < self.target_epsilon < float("inf")):
+            raise ValueError(f"target_epsilon={self.target_epsilon!r} must be a finite number > 0")
+        dp.check_delta(self.delta)
+        if self.accountant not in dp.ACCOUNTANTS:
+            raise ValueError(f"accountant={self.accountant!r}; choose one of {dp.ACCOUNTANTS}")
+        if self.dp == "record":
+            dp.check_clip(self.max_grad_norm, "max_grad_norm")
+            return
+        dp.check_clip(self.dp_clip, "dp_clip")
+        dp.check_delta(self.delta, self.clients, unit="clients (users)")
+        if self.rule not in USER_DP_RULES:
+            raise ValueError(f"rule={self.rule!r} under --dp {self.dp}: user-level DP noises each secure-average "
+                             f"call with a public sensitivity, which only {USER_DP_RULES} provide here; use one "
+                             "of them, or --dp record (any rule)")
+        if self.dp == "user-distributed" and self.secagg not in ("quantized", "masked"):
+            raise ValueError(f"--dp user-distributed with secagg={self.secagg!r}: distributed DP sums the "
+                             "clients' noise shares in Z_M; use --secagg quantized or --secagg masked "
+                             "(or --dp user-central)")
+        if self.dp == "user-distributed" and self.noise_multiplier == 0:
+            raise ValueError("noise_multiplier=0: distributed DP needs noise_multiplier > 0")
 
     def local_training(self) -> LocalTraining:
         return LocalTraining(self.local_epochs, self.batch_size, self.lr, self.momentum, self.weight_decay)
@@ -120,6 +171,15 @@ class RoundRecord:
     attack_success: Optional[float] = None   # backdoor ASR / targeted flip rate, where it applies
     client_accuracy: Optional[float] = None  # mean over clients of accuracy on their own held-out
                                              # data (personalized model w + u_i when personalized)
+    # DP (None when off). record: epsilon = max over clients, epsilon_mean = mean over the
+    # clients trained so far; user-level: epsilon of the run so far (q = clients_per_round /
+    # clients), epsilon_without_sampling against an observer who knows each cohort.
+    epsilon: Optional[float] = None
+    epsilon_mean: Optional[float] = None
+    epsilon_without_sampling: Optional[float] = None
+    delta: Optional[float] = None
+    dp_clipped: Optional[int] = None         # user-level: clients whose update was clipped to dp_clip
+    round_noise_multiplier: Optional[float] = None  # user-level: this round's composed z
 
 
 class Simulation:
@@ -181,6 +241,88 @@ class Simulation:
         self.broadcast_hook: Optional[Callable[[int, torch.Tensor], torch.Tensor]] = None
         self.batch_transform = self._data_poisoning() if self.attack and self.attack.kind in ("data", "both") \
             else None
+        self.dpc: Optional[dp.RecordLevelClients] = None
+        self.accountant: Optional[dp.PrivacyAccountant] = None
+        self.noise_multiplier: Optional[float] = None
+        if cfg.dp == "record":
+            self._setup_record_dp()
+        elif cfg.dp is not None:
+            self._setup_user_dp()
+
+    # ------------------------------------------------------------------ differential privacy
+
+    def _setup_record_dp(self) -> None:
+        """Record-level DP-SGD (Abadi et al. 2016) through Opacus in every client's local training."""
+        cfg = self.cfg
+        if self.batch_transform is not None:
+            raise ValueError(f"attack {cfg.attack!r} poisons training batches, which the Opacus DP-SGD clients "
+                             "of --dp record do not support; use an update-poisoning attack or no --dp")
+        z = cfg.noise_multiplier
+        if z is None:
+            n_min = min(len(ix) for ix in self.client_indices)
+            # personalization trains twice per round (u_i, then w): twice the DP-SGD steps
+            rounds = cfg.rounds * (2 if self.personalized else 1)
+            z = dp.record_level_noise_for_epsilon(cfg.target_epsilon, n_records=n_min, batch_size=cfg.batch_size,
+                                                  epochs=cfg.local_epochs, rounds=rounds, delta=cfg.delta,
+                                                  accountant=cfg.accountant)
+        self.noise_multiplier = float(z)
+        self.dpc = dp.RecordLevelClients(noise_multiplier=z, max_grad_norm=cfg.max_grad_norm,
+                                         epochs=cfg.local_epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                                         momentum=cfg.momentum, weight_decay=cfg.weight_decay, seed=cfg.seed,
+                                         accountant=cfg.accountant)
+
+    def _calls_per_round(self) -> int:
+        """Oracle calls (noisy releases) per round of the rule under user-level DP."""
+        if self.cfg.rule == "fedavg":
+            return 1
+        if self.cfg.rule == "rfa-onestep":
+            return 1
+        return int(self.rule.max_calls) + (1 if self.rule.v0 == "mean" else 0)
+
+    def _setup_user_dp(self) -> None:
+        """User-level DP (McMahan et al. 2018) on every oracle call: central or distributed."""
+        cfg = self.cfg
+        C = float(cfg.dp_clip)
+        m = cfg.clients_per_round or cfg.clients
+        self.accountant = dp.PrivacyAccountant(m / cfg.clients, accountant=cfg.accountant)
+        base = make_oracle(cfg, m)
+        if cfg.rule == "fedavg":
+            # equal weights and the public expected count as denominator (McMahan et al. 2018)
+            if cfg.rule_args.get("weighted"):
+                raise ValueError(f"fedavg with weighted=True under --dp {cfg.dp}: DP-FedAvg weighs every user "
+                                 "equally (sensitivity C per user, fixed denominator); drop weighted=True")
+            self.rule.weighted = False
+            den, mw = float(m), 0.0
+        else:
+            args = cfg.rule_args
+            if args.get("track_objective"):
+                raise ValueError(f"rule {cfg.rule!r} with track_objective=True under --dp {cfg.dp}: the objective "
+                                 "calls send unclipped distances with no DP sensitivity; drop track_objective")
+            if args.get("weight_bound", "dp") != "dp":
+                raise ValueError(f"rule {cfg.rule!r} with weight_bound={args['weight_bound']!r} under --dp "
+                                 f"{cfg.dp}: DP-RFA needs the public per-call bound weight_bound='dp'")
+            if "nu" not in args:
+                self.rule.nu = C / 2.0      # nu of the order of the distances (dp/rfa_sensitivity.py)
+            if hasattr(self.rule, "track_objective"):
+                self.rule.track_objective = False
+            self.rule.weight_bound = "dp"
+            den, mw = "noisy", dp.rfa_weight_floor(C, float(self.rule.nu))
+        z = cfg.noise_multiplier
+        if z is None:
+            if cfg.rule == "fedavg":
+                z = dp.user_level_noise_for_epsilon(cfg.target_epsilon, m, cfg.clients, cfg.rounds, cfg.delta,
+                                                    accountant=cfg.accountant)
+            else:
+                z = dp.rfa_noise_for_epsilon(cfg.target_epsilon, self._calls_per_round(), m, cfg.clients,
+                                             cfg.rounds, cfg.delta, accountant=cfg.accountant)
+        self.noise_multiplier = float(z)
+        if cfg.dp == "user-central":
+            self.oracle = dp.CentralDPOracle(base, clip=C, noise_multiplier=z, accountant=self.accountant,
+                                             denominator=den, min_weight=mw, seed=cfg.seed)
+        else:
+            self.oracle = dp.DistributedDPOracle(base, clip=C, noise_multiplier=z, expected_clients=m,
+                                                 accountant=self.accountant, denominator=den, min_weight=mw,
+                                                 seed=cfg.seed)
 
     def _data_poisoning(self):
         corrupted = self.corrupted.to(self.device)
@@ -243,6 +385,10 @@ class Simulation:
         def train(start=None):
             if start is None:
                 start = broadcast.unsqueeze(0).expand(len(parts), -1)
+            if self.dpc is not None:
+                # record-level DP: Opacus DP-SGD, one persistent client (and accountant) per id
+                return self.dpc.train(self.model, ids.tolist(), parts, self.data.x_train, self.data.y_train,
+                                      start=start)
             return self.trainer(self.model, self.data.x_train, self.data.y_train, parts, self.local,
                                 self.gen, batch_transform=self.batch_transform, client_ids=ids, start=start)
 
@@ -269,6 +415,14 @@ class Simulation:
             context["server_update"] = self.trainer(self.model, self.data.x_train, self.data.y_train,
                                                     [self.root_indices], self.local, self.gen)[0]
         deltas, clipped = self._poison_updates(ids, deltas, counts, context.get("server_update"))
+        dp_clipped = None
+        if self.accountant is not None:
+            # User-level DP: every client clips its update to L2 norm C (the mechanism's sensitivity,
+            # McMahan et al. 2018, Alg. 1; counted, not silent) and weighs 1 (equal alphas).
+            res = dp.clip_updates(deltas, self.cfg.dp_clip)
+            deltas, dp_clipped = res.updates, res.n_clipped
+            counts = torch.ones_like(counts)
+            context["dp_clip"] = float(self.cfg.dp_clip)
         handle = ClientUpdates(deltas, oracle=self.oracle, secure=self.secure, rule=self.rule.name,
                                num_samples=counts, transcript=self.transcript, context=context)
         if not self.secure:
@@ -279,6 +433,7 @@ class Simulation:
         if agg.shape != (deltas.shape[1],) or not torch.isfinite(agg).all():
             raise RuntimeError(f"rule {self.rule.name!r} returned an invalid aggregate "
                                f"(shape {tuple(agg.shape)}, finite={bool(torch.isfinite(agg).all())})")
+        dp_fields = self._dp_round_fields(dp_clipped)
         with torch.no_grad():
             set_flat_params(self.model, flat_params(self.model) + self.cfg.server_lr * agg)
         self.global_history.append(flat_params(self.model).clone())
@@ -288,9 +443,81 @@ class Simulation:
         rec = RoundRecord(rnd, acc, loss, handle.oracle_calls, len(ids), time.perf_counter() - t0,
                           corrupted=int(torch.isin(ids, self.corrupted).sum()), attack_clipped=clipped,
                           clipped=getattr(self.oracle, "total_clipped", 0) - clipped_before,
-                          attack_success=success, client_accuracy=client_acc)
+                          attack_success=success, client_accuracy=client_acc, **dp_fields)
         self.history.append(rec)
         return rec
+
+    def _dp_round_fields(self, dp_clipped: Optional[int]) -> Dict[str, Any]:
+        """Close the round in the accountant and read epsilon (RoundRecord's DP fields)."""
+        cfg = self.cfg
+        if self.dpc is not None:
+            eps = list(self.record_epsilons().values())
+            return {"epsilon": max(eps) if eps else 0.0, "epsilon_mean": sum(eps) / len(eps) if eps else 0.0,
+                    "delta": cfg.delta}
+        if self.accountant is not None:
+            z_round = self.accountant.end_round()
+            return {"epsilon": self.accountant.epsilon(cfg.delta, n_records=cfg.clients),
+                    "epsilon_without_sampling": self.accountant.epsilon_without_sampling(cfg.delta),
+                    "delta": cfg.delta, "dp_clipped": dp_clipped, "round_noise_multiplier": z_round}
+        return {}
+
+    def record_epsilons(self) -> Dict[int, float]:
+        """Each record-level client's epsilon at ``cfg.delta`` so far (``dp.RecordLevelClients.epsilons``).
+
+        With the RDP accountant the per-step RDP curve of each (sample rate, z) is computed
+        once and scaled by the client's step count: exactly Opacus's
+        ``RDPAccountant.get_epsilon`` (RDP composes additively, Mironov 2017), without
+        recomputing the fractional-order series (about a second per client) every round.
+        """
+        if self.cfg.accountant != "rdp":
+            return self.dpc.epsilons(self.cfg.delta)
+        from opacus.accountants import RDPAccountant
+        from opacus.accountants.analysis import rdp as rdp_analysis
+        alphas = RDPAccountant.DEFAULT_ALPHAS
+        cache = self.__dict__.setdefault("_rdp_cache", {})
+        out: Dict[int, float] = {}
+        for cid, c in self.dpc.clients.items():
+            dp.check_delta(self.cfg.delta, c.n_records, unit="records of this client")
+            history = c.engine.accountant.history
+            if not history:
+                out[cid] = 0.0
+                continue
+            if c.noise_multiplier == 0:
+                out[cid] = float("inf")
+                continue
+            rdp = 0.0
+            for z, q, steps in history:
+                if (q, z) not in cache:
+                    cache[(q, z)] = rdp_analysis.compute_rdp(q=q, noise_multiplier=z, steps=1, orders=alphas)
+                rdp = rdp + cache[(q, z)] * steps
+            out[cid] = float(rdp_analysis.get_privacy_spent(orders=alphas, rdp=rdp, delta=self.cfg.delta)[0])
+        return out
+
+    def dp_summary(self) -> Optional[Dict[str, Any]]:
+        """The DP settings and the privacy spent so far (None without DP)."""
+        cfg = self.cfg
+        if cfg.dp is None:
+            return None
+        last = self.history[-1] if self.history else None
+        out: Dict[str, Any] = {"mode": cfg.dp, "noise_multiplier": self.noise_multiplier,
+                               "target_epsilon": cfg.target_epsilon, "delta": cfg.delta,
+                               "accountant": cfg.accountant,
+                               "epsilon": last.epsilon if last else 0.0}
+        if self.dpc is not None:
+            out.update({"max_grad_norm": cfg.max_grad_norm, "level": "record",
+                        "epsilon_mean": last.epsilon_mean if last else 0.0,
+                        "per_client_epsilon": {str(k): v for k, v in self.record_epsilons().items()}})
+        else:
+            out.update({"clip": cfg.dp_clip, "level": "user",
+                        "sample_rate": self.accountant.sample_rate,
+                        "calls_per_round": self._calls_per_round(),
+                        "epsilon_without_sampling": last.epsilon_without_sampling if last else 0.0,
+                        "clipped_clients": sum(r.dp_clipped or 0 for r in self.history),
+                        "floored_calls": getattr(self.oracle, "floored_calls", 0),
+                        "accounting": self.accountant.to_dict()})
+            if cfg.rule != "fedavg":
+                out["nu"] = float(self.rule.nu)
+        return out
 
     @torch.no_grad()
     def client_accuracy(self) -> Optional[float]:
@@ -336,6 +563,8 @@ class Simulation:
             "final": {"test_accuracy": last.test_accuracy if last else None,
                       "client_accuracy": last.client_accuracy if last else None,
                       "test_loss": last.test_loss if last else None,
-                      "attack_success": last.attack_success if last else None},
+                      "attack_success": last.attack_success if last else None,
+                      "epsilon": last.epsilon if last else None},
+            "dp": self.dp_summary(),
             "transcript": self.transcript.summary(),
         }
