@@ -58,6 +58,8 @@ if __name__ == "__main__":
     ap.add_argument("--quick", action="store_true", help="threshold attacks only (no white-box network)")
     ap.add_argument("--json", action="store_true", help="also print the rows as JSON")
     args = ap.parse_args()
+    import torch
+    torch.set_num_threads(1)   # small models: one thread is faster than two competing ones
     attacks = ("loss", "gradient_norm") if args.quick else ("loss", "gradient_norm", "whitebox")
     out = main(attacks, args.rounds, args.seed, args.neighbors)
     if args.json:

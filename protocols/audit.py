@@ -612,6 +612,10 @@ def add_audit_parser(subparsers) -> argparse.ArgumentParser:
                    help="training epochs of the white-box attack network (default: the attack's, 50)")
     p.add_argument("--bootstrap", type=int, default=d.n_bootstrap,
                    help="bootstrap resamples of the AUC confidence interval (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default: %(default)s; the audit's small models and per-record "
+                        "attacks run faster on one thread than on several competing for the cores; 0: torch's "
+                        "default)")
     p.add_argument("--audit-seed", type=int, default=d.seed,
                    help="seed of the non-member draw, the known/evaluation split and the attack (default: %(default)s)")
     return p
@@ -634,6 +638,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
     cfg = audit_config_from_args(args)
     cfg.validate()
+    if args.threads < 0:
+        raise ValueError(f"--threads {args.threads}: give a positive number of threads, or 0 for torch's default")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     bar = tqdm(total=1, desc=f"audit {cfg.run.rule} / secagg={cfg.run.secagg}", unit="step",
                disable=args.quiet, file=sys.stderr)
 
