@@ -105,9 +105,10 @@ AUC of the active-individual view vs the passive individual view, seeds 0-3:
 * gamma 5, one active round, one step (the default): every seed gains on the threshold
   attacks: loss +0.025..+0.045 AUC, gradient_norm +0.026..+0.043, loss_drop
   +0.028..+0.043, gradient_norm_drop +0.004..+0.025; white-box -0.004..+0.079 (seed 0:
-  0.726 vs 0.730). gamma 2-3 gains less (+0.01..+0.03), gamma 10 gains more on the loss
-  (+0.03..+0.07) but is erratic on the gradient-norm drop and the white-box attack, and
-  the honest model's test accuracy after that round falls to 0.34-0.75.
+  0.726 vs 0.730; -0.020 under the default RFA rule). gamma 2-3 gains less
+  (+0.01..+0.03); gamma 10 gains more on the loss (+0.03..+0.07) but is erratic on the
+  gradient-norm drop and the white-box attack, and the honest model's test accuracy
+  after that round falls to 0.34-0.75.
 * Several active rounds hurt here: the simulation's malicious server applies the clients'
   repair of the ascent to its honest model, so after 5 rounds at gamma 1-3 test accuracy
   is ~0.4-0.6 and the individual-view AUC is at or below passive (0.53-0.73).
@@ -526,10 +527,6 @@ def _individual_pairs(sim: Simulation, targets: List[int], clients: Dict[int, Te
 
 
 # -- output ------------------------------------------------------------------------------------
-
-
-_TABLE_KEYS = ("view", "attack", "auc", "auc_ci", "accuracy", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr",
-               "n_members", "n_nonmembers")
 
 
 def format_table(rows: Sequence[Dict[str, Any]]) -> str:

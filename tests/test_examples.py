@@ -34,3 +34,25 @@ def test_robustness_table_shows_the_backdoor_claims():
     assert cell["fltrust"]["attack_success"] < 0.2
     assert cell["residual"]["attack_success"] < cell["fedavg"]["attack_success"] - 0.3
     assert all(c["accuracy"] > 0.8 for c in cell.values())
+
+
+@pytest.mark.slow
+def test_audit_leakage_shows_individual_over_aggregate_and_active_over_passive():
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        rows = _load("audit_leakage").main(attacks=("loss", "gradient_norm"), n_bootstrap=300)
+    finally:
+        torch.set_num_threads(threads)
+    auc = {(r["setting"], r["view"], r["attack"]): r["auc"] for r in rows}
+    fedavg, rfa = "fedavg / secagg off", "rfa / secagg masked"
+    for a in ("loss", "gradient_norm"):
+        # Cronus appendix Table 6 shape: individual >= aggregate, active >= passive
+        assert auc[(fedavg, "individual", a)] > auc[(fedavg, "aggregate", a)] + 0.05
+        assert auc[(fedavg, "active-individual", a)] >= auc[(fedavg, "individual", a)]
+        # the last Weiszfeld iterate is the aggregate
+        assert auc[(rfa, "weiszfeld-3", a)] == pytest.approx(auc[(rfa, "aggregate", a)])
+    # under masked secure aggregation only averages exist: no individual view
+    assert {v for s, v, _ in auc if s == rfa} == {"aggregate", "weiszfeld-0", "weiszfeld-1", "weiszfeld-2",
+                                                  "weiszfeld-3", "active-aggregate"}
