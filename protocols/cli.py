@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from .simulation import DP_MODES, SECAGG_MODES, RunConfig, Simulation
+from .simulation import DP_MODES, PROTOCOLS, SECAGG_MODES, RunConfig, make_simulation
 
 _DEFAULTS = RunConfig()
 
@@ -39,16 +39,25 @@ def _table(headers: List[str], rows: List[List[Any]]) -> str:
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     d = _DEFAULTS
-    p.add_argument("--dataset", default=d.dataset, help="dataset name (default: %(default)s)")
+    p.add_argument("--protocol", default=d.protocol, choices=PROTOCOLS,
+                   help="params: clients share model updates, aggregated by --rule; cronus: clients share "
+                        "predictions on a public set (default: %(default)s)")
+    p.add_argument("--protocol-arg", action="append", default=[], metavar="K=V",
+                   help="protocol parameter (repeatable; e.g. cronus public_size=500)")
+    p.add_argument("--dataset", default=d.dataset, help="dataset name (default: %(default)s; "
+                   "see `fedaudit list datasets`)")
+    p.add_argument("--data-dir", default=d.data_dir, help="folder of an on-disk dataset")
     p.add_argument("--clients", type=int, default=d.clients, help="number of clients (default: %(default)s)")
     p.add_argument("--clients-per-round", type=int, default=d.clients_per_round,
                    help="clients sampled per round (default: all)")
     p.add_argument("--rounds", type=int, default=d.rounds, help="communication rounds (default: %(default)s)")
     p.add_argument("--partition", default=d.partition, help="iid | dirichlet | shards (default: %(default)s)")
+    p.add_argument("--partition-arg", action="append", default=[], metavar="K=V",
+                   help="partitioner parameter (repeatable; e.g. q=0.5 for --partition qgroup)")
     p.add_argument("--alpha", type=float, default=d.alpha, help="Dirichlet concentration (default: %(default)s)")
     p.add_argument("--labels-per-client", type=int, default=d.labels_per_client,
                    help="labels per client for --partition shards (default: %(default)s)")
-    p.add_argument("--model", default=d.model, help="logreg | mlp | cnn (default: %(default)s)")
+    p.add_argument("--model", default=d.model, help="model (default: %(default)s, the dataset's own; see `fedaudit list models`)")
     p.add_argument("--rule", default=d.rule, help="aggregation rule (default: %(default)s; see `fedaudit list rules`)")
     p.add_argument("--rule-arg", action="append", default=[], metavar="K=V", help="rule parameter (repeatable)")
     p.add_argument("--attack", default=d.attack, help="poisoning attack of the corrupted clients "
@@ -80,6 +89,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="(default: %(default)s)")
     p.add_argument("--lr", type=float, default=d.lr, help="client learning rate (default: %(default)s)")
     p.add_argument("--momentum", type=float, default=d.momentum, help="client momentum (default: %(default)s)")
+    p.add_argument("--adv-reg", type=float, default=d.adv_reg,
+                   help="adversarial regularization strength lambda in local training (Nasr et al. 2018; "
+                        "default: off)")
     p.add_argument("--server-lr", type=float, default=d.server_lr, help="(default: %(default)s)")
     p.add_argument("--training", default=d.training, choices=["vmap", "loop"],
                    help="vectorized clients or a per-client loop (default: %(default)s)")
@@ -111,7 +123,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     if threshold is not None and float(threshold).is_integer() and threshold >= 1:
         threshold = int(threshold)
     return RunConfig(
-        dataset=args.dataset, clients=args.clients, clients_per_round=args.clients_per_round,
+        protocol=args.protocol, protocol_args=_parse_kv(args.protocol_arg, "--protocol-arg"),
+        data_dir=args.data_dir, partition_args=_parse_kv(args.partition_arg, "--partition-arg"),
+        adv_reg=args.adv_reg, dataset=args.dataset, clients=args.clients, clients_per_round=args.clients_per_round,
         rounds=args.rounds, partition=args.partition, alpha=args.alpha,
         labels_per_client=args.labels_per_client, model=args.model, rule=args.rule,
         rule_args=_parse_kv(args.rule_arg, "--rule-arg"), attack=args.attack,
@@ -126,8 +140,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 def cmd_run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
     cfg = config_from_args(args)
-    sim = Simulation(cfg)
-    bar = tqdm(total=cfg.rounds, desc=f"{cfg.rule} / secagg={cfg.secagg}", unit="round",
+    sim = make_simulation(cfg)
+    what = "cronus" if cfg.protocol == "cronus" else cfg.rule
+    bar = tqdm(total=cfg.rounds, desc=f"{what} / secagg={cfg.secagg}", unit="round",
                disable=args.quiet, file=sys.stderr)
 
     def progress(rec):

@@ -76,10 +76,19 @@ DATASETS: Dict[str, Callable[..., Dataset]] = {
 }
 
 
-def load_dataset(name: str, seed: int = 0, **kwargs) -> Dataset:
+def load_dataset(name: str, seed: int = 0, data_dir=None, **kwargs) -> Dataset:
+    """Load a registered dataset; ``data_dir`` is the folder of an on-disk one."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
-    return DATASETS[name](seed=seed, **kwargs)
+    if data_dir is not None:
+        kwargs["data_dir"] = data_dir
+    try:
+        return DATASETS[name](seed=seed, **kwargs)
+    except TypeError as exc:
+        if data_dir is not None and "data_dir" in str(exc):
+            raise ValueError(f"dataset {name!r} is embedded and reads no --data-dir "
+                             f"(got data_dir={str(data_dir)!r}); drop --data-dir") from None
+        raise
 
 
 # --------------------------------------------------------------------------- partitioners

@@ -63,6 +63,13 @@ MODELS: Dict[str, Callable[..., nn.Module]] = {
 }
 
 
+def resolve_model(name: str, dataset) -> str:
+    """``"auto"``: the dataset's default model (``dataset.meta["default_model"]``, else mlp)."""
+    if name == "auto":
+        return str(dataset.meta.get("default_model", "mlp"))
+    return name
+
+
 def build_model(name: str, input_shape: Sequence[int], num_classes: int, seed: int = 0, **kwargs) -> nn.Module:
     """Instantiate a registered model with seeded initial weights."""
     if name not in MODELS:

@@ -23,8 +23,9 @@ from .aggregators import make_rule
 from .attacks import AttackView, corrupted_clients, make_attack
 from .clients import TRAINERS, LocalTraining, evaluate
 from .data import Dataset, load_dataset, partition
-from .models import build_model, flat_params, set_flat_params
+from .models import build_model, flat_params, resolve_model, set_flat_params
 
+PROTOCOLS = ("params", "cronus")
 SECAGG_MODES = ("off", "plaintext", "quantized", "masked")
 DP_MODES = ("record", "user-central", "user-distributed")
 # Rules whose every oracle call the user-level DP oracles can noise with a public sensitivity.
@@ -35,14 +36,20 @@ USER_DP_RULES = ("fedavg", "rfa", "rfa-onestep", "rfa-personalized")
 class RunConfig:
     """Everything that defines a run; every field has a default (``fedaudit run``'s)."""
 
+    protocol: str = "params"                    # "params": clients share model updates (the rules
+                                                # aggregate them); "cronus": clients share predictions
+                                                # on a public set (Cronus, protocols.cronus)
+    protocol_args: Dict[str, Any] = field(default_factory=dict)
     dataset: str = "digits"
+    data_dir: Optional[str] = None              # folder of an on-disk dataset (protocols.data)
     clients: int = 20
     clients_per_round: Optional[int] = None     # None: all clients every round
     rounds: int = 30
     partition: str = "dirichlet"
     alpha: float = 0.5                          # Dirichlet concentration
     labels_per_client: int = 2                  # shards partition
-    model: str = "mlp"
+    partition_args: Dict[str, Any] = field(default_factory=dict)  # extra partitioner arguments
+    model: str = "auto"                         # "auto": the dataset's default model (digits: mlp)
     rule: str = "rfa"
     rule_args: Dict[str, Any] = field(default_factory=dict)
     attack: Optional[str] = None                # poisoning attack of the corrupted clients
@@ -65,6 +72,8 @@ class RunConfig:
     lr: float = 0.05
     momentum: float = 0.5
     weight_decay: float = 0.0
+    adv_reg: float = 0.0                        # lambda of adversarial regularization (Nasr et al.
+                                                # 2018) in local training; 0: off
     server_lr: float = 1.0
     training: str = "vmap"
     seed: int = 0
@@ -81,6 +90,10 @@ class RunConfig:
     accountant: str = "rdp"                     # Opacus accountant: rdp | prv
 
     def validate(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol={self.protocol!r}; choose one of {PROTOCOLS}")
+        if not (isinstance(self.adv_reg, (int, float)) and self.adv_reg >= 0):
+            raise ValueError(f"adv_reg={self.adv_reg!r} must be a number >= 0 (0 turns it off)")
         if self.secagg not in SECAGG_MODES:
             raise ValueError(f"secagg={self.secagg!r}; choose one of {SECAGG_MODES}")
         if self.training not in TRAINERS:
@@ -141,6 +154,17 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
+def make_simulation(cfg: RunConfig, dataset: Optional[Dataset] = None):
+    """The simulation for ``cfg.protocol``: :class:`Simulation` (parameter sharing) or
+    :class:`protocols.cronus.CronusSimulation` (prediction sharing). Both expose
+    ``run(progress)``, ``history``, ``transcript`` and ``result()``."""
+    cfg.validate()
+    if cfg.protocol == "cronus":
+        from .cronus import CronusSimulation
+        return CronusSimulation(cfg, dataset=dataset)
+    return Simulation(cfg, dataset=dataset)
+
+
 def make_oracle(cfg: RunConfig, n_clients: int) -> Optional[secagg.SecureAverageOracle]:
     """The oracle for ``cfg.secagg`` (None for "off": rules see plaintext updates)."""
     if cfg.secagg in ("off", "plaintext"):
@@ -189,7 +213,7 @@ class Simulation:
         cfg.validate()
         self.cfg = cfg
         self.device = torch.device(cfg.device)
-        ds = dataset if dataset is not None else load_dataset(cfg.dataset, seed=cfg.seed)
+        ds = dataset if dataset is not None else load_dataset(cfg.dataset, seed=cfg.seed, data_dir=cfg.data_dir)
         self.data = ds.to(self.device)
         self.rule = make_rule(cfg.rule, **cfg.rule_args)
         pool = torch.arange(len(ds.y_train))
@@ -203,9 +227,11 @@ class Simulation:
             pool = perm[cfg.root_size:].sort().values
         pkw = {"alpha": cfg.alpha} if cfg.partition == "dirichlet" else \
             {"labels_per_client": cfg.labels_per_client} if cfg.partition == "shards" else {}
+        pkw.update(cfg.partition_args)
         self.client_indices = [pool[ix].to(self.device) for ix in
                                partition(ds.y_train[pool], cfg.clients, cfg.partition, seed=cfg.seed, **pkw)]
-        self.model = build_model(cfg.model, ds.input_shape, ds.num_classes, seed=cfg.seed).to(self.device)
+        self.model_name = resolve_model(cfg.model, ds)
+        self.model = build_model(self.model_name, ds.input_shape, ds.num_classes, seed=cfg.seed).to(self.device)
         self.personalized = bool(cfg.personalize or getattr(self.rule, "personalized", False))
         holdout = cfg.client_holdout or (0.2 if self.personalized else 0.0)
         if not 0 <= holdout < 1:
