@@ -6,18 +6,19 @@ server observed, and the :class:`ClientUpdates` handle given to aggregation rule
 This package imports no other fedaudit package.
 """
 from .encoding import FixedPointEncoder, modular_sum, wrap_mod
-from .errors import SecureAggregationAborted, SecureAggregationViolation
+from .errors import ProtocolViolationDetected, SecureAggregationAborted, SecureAggregationViolation
 from .oracle import PlaintextOracle, QuantizedOracle, SecureAverageOracle, SumResult
-from .protocol import ROUNDS, ProtocolResult, SecAggClient, SecAggProtocol, UnmaskingRefused, run_protocol
+from .protocol import (ACTIVE_ROUNDS, ADVERSARIES, ROUNDS, ProtocolResult, SecAggClient, SecAggProtocol,
+                       UnmaskingRefused, run_protocol)
 from .masked import MaskedOracle
 from .transcript import OracleCall, Transcript
 from .updates import ClientUpdates
 
 __all__ = [
     "FixedPointEncoder", "modular_sum", "wrap_mod",
-    "SecureAggregationAborted", "SecureAggregationViolation",
+    "SecureAggregationAborted", "SecureAggregationViolation", "ProtocolViolationDetected",
     "PlaintextOracle", "QuantizedOracle", "SecureAverageOracle", "SumResult",
-    "ROUNDS", "ProtocolResult", "SecAggClient", "SecAggProtocol", "UnmaskingRefused", "run_protocol",
+    "ROUNDS", "ACTIVE_ROUNDS", "ADVERSARIES", "ProtocolResult", "SecAggClient", "SecAggProtocol", "UnmaskingRefused", "run_protocol",
     "MaskedOracle",
     "OracleCall", "Transcript", "ClientUpdates",
 ]
