@@ -216,9 +216,12 @@ class AuditRows(list):
     Each row: ``view, attack, auc, auc_ci, accuracy, tpr_at_1pct_fpr, tpr_at_0.1pct_fpr,
     n_members, n_nonmembers`` (evaluation counts), ``threshold, threshold_source``, and
     ``roc`` = ``{"fpr": array, "tpr": array}`` (dropped from ``audit.json``).
+    ``simulation``: the honest run that was audited (its ``history``, ``result()``), so that
+    callers (``fedaudit tradeoff``) read its metrics without training it twice.
     """
 
     info: Dict[str, Any]
+    simulation: Optional[Simulation] = None
 
 
 # -- pooling records of several target clients, each seen through its own views ---------------
@@ -350,6 +353,7 @@ class _Collected:
     n_nonmembers: int
     targets: List[int]
     info: Dict[str, Any]
+    simulation: Optional[Simulation] = None   # the honest run (history, transcript): AuditRows.simulation
 
 
 def run_audit(cfg: Optional[AuditConfig] = None,
@@ -382,6 +386,7 @@ def run_audit(cfg: Optional[AuditConfig] = None,
             rows.append(row)
             tick(f"{v.name} / {name}: AUC {res.auc:.3f}")
     rows.info = {**col.info, "audit": cfg.to_dict(), "seconds": time.perf_counter() - t0}
+    rows.simulation = col.simulation
     return rows
 
 
@@ -504,7 +509,7 @@ def _collect(cfg: AuditConfig, tick: Callable[..., None]) -> _Collected:
             "active_replayed": replayed,
             "views": [v.name for v in views]}
     return _Collected(sim.model, views, tx, ty, torch.cat([mem_group, non_group]), len(mem_ix), n_non, targets,
-                      info)
+                      info, sim)
 
 
 def _individual_pairs(sim: Simulation, targets: List[int], clients: Dict[int, Tensor], broadcasts: Dict[int, Tensor],
