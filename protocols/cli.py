@@ -51,7 +51,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clients-per-round", type=int, default=d.clients_per_round,
                    help="clients sampled per round (default: all)")
     p.add_argument("--rounds", type=int, default=d.rounds, help="communication rounds (default: %(default)s)")
-    p.add_argument("--partition", default=d.partition, help="iid | dirichlet | shards (default: %(default)s)")
+    p.add_argument("--partition", default=d.partition,
+                   help="auto | iid | dirichlet | shards | qgroup | natural (default: %(default)s, the "
+                   "dataset's own: dirichlet for digits, natural for shakespeare)")
     p.add_argument("--partition-arg", action="append", default=[], metavar="K=V",
                    help="partitioner parameter (repeatable; e.g. q=0.5 for --partition qgroup)")
     p.add_argument("--alpha", type=float, default=d.alpha, help="Dirichlet concentration (default: %(default)s)")
@@ -178,17 +180,48 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import format_rows, run_suite
-    rows = run_suite(args.suite, quick=args.quick, device=args.device)
-    for r in rows:
-        r.setdefault("suite", args.suite)
-        r.setdefault("device", args.device)
-    print(format_rows(rows))
+    """``fedaudit bench SUITE|all``: rows printed per suite; ``--out DIR`` writes bench.json
+    and bench.md (``--out FILE.json`` with one suite: just the rows, as JSON)."""
+    import os
+    import time
+    from .bench import format_rows, peer_status, run_all, run_suite
+    from .bench.report import machine_info, write_report
+    if args.with_flower and args.suite != "secagg":
+        raise ValueError(f"--with-flower adds Flower's SecAgg+ rows to `bench secagg`, not to "
+                         f"`bench {args.suite}`; drop it (`bench all` runs the flower suite when flwr is installed)")
+    if args.with_flower and peer_status()["flwr"]:
+        raise ValueError(f"--with-flower needs flwr: {peer_status()['flwr']}")
+    load_before = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
+    t0 = time.perf_counter()
+    if args.suite == "all":
+        if args.clients is not None or args.dim is not None:
+            raise ValueError("--clients/--dim set the size of one suite (e.g. `fedaudit bench secagg "
+                             "--clients 1000 --dim 1e5`); `bench all` runs each suite at its own sizes")
+        result = run_all(quick=args.quick, device=args.device,
+                         progress=lambda name: print(f"== bench {name}", file=sys.stderr, flush=True))
+        for name in dict.fromkeys(r["suite"] for r in result["rows"]):
+            print(f"\n## {name}\n" + format_rows([r for r in result["rows"] if r["suite"] == name]))
+        for name, why in result["skipped"].items():
+            print(f"skipped {name}: {why}")
+        for name, err in result["failed"].items():
+            print(f"fedaudit: error: bench {name} failed: {err}", file=sys.stderr)
+    else:
+        rows = run_suite(args.suite, quick=args.quick, device=args.device, clients=args.clients, dim=args.dim)
+        if args.with_flower:
+            rows += run_suite("flower", quick=args.quick, device=args.device, clients=args.clients, dim=args.dim)
+        print(format_rows(rows))
+        result = {"rows": rows, "skipped": {}, "failed": {}, "seconds": {args.suite: time.perf_counter() - t0}}
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(rows, indent=2))
-        print(f"wrote {args.out}")
-    return 0
+        if args.suite != "all" and args.out.suffix == ".json":
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(result["rows"], indent=2))
+            print(f"wrote {args.out}")
+        else:
+            meta = dict(machine_info(), device=args.device, quick=args.quick, suite=args.suite,
+                        load_before=load_before, wall_seconds=time.perf_counter() - t0)
+            paths = write_report(result, args.out, meta)
+            print(f"wrote {paths['json']} and {paths['md']}")
+    return 1 if result["failed"] else 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -213,6 +246,18 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _count(flag: str):
+    """argparse type for --clients / --dim: a positive integer, 1e5 notation accepted."""
+    def parse(text: str) -> int:
+        from .bench import parse_count
+        try:
+            return parse_count(text, flag)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+    parse.__name__ = flag.lstrip("-")
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .bench import SUITES
     parser = argparse.ArgumentParser(prog="fedaudit", description=__doc__.splitlines()[0])
@@ -221,16 +266,30 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(p_run)
     p_run.set_defaults(func=cmd_run)
     p_bench = sub.add_parser("bench", help="benchmarks as ratios measured side by side in one run")
-    p_bench.add_argument("suite", choices=sorted(SUITES), help="which benchmark")
+    p_bench.add_argument("suite", choices=sorted(SUITES) + ["all"],
+                         help="which benchmark; all: every suite, with a report (see docs/bench-cpu.md)")
     p_bench.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats")
     p_bench.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
-    p_bench.add_argument("--out", type=Path, default=None, help="write the rows as JSON to FILE")
+    p_bench.add_argument("--out", type=Path, default=None, metavar="DIR",
+                         help="write DIR/bench.json (rows {suite, case, seconds, baseline, ratio, n, d, "
+                              "device}) and DIR/bench.md (tables, goals met or not); with one suite, a "
+                              "path ending in .json gets just the rows as JSON")
+    p_bench.add_argument("--clients", type=_count("--clients"), default=None, metavar="N",
+                         help="number of clients, for the suites that take it (default: the suite's)")
+    p_bench.add_argument("--dim", type=_count("--dim"), default=None, metavar="D",
+                         help="vector dimension, e.g. 1e5, for the suites that take it (default: the suite's)")
+    p_bench.add_argument("--with-flower", action="store_true",
+                         help="bench secagg: add Flower's SecAgg+ round at the same sizes (needs flwr)")
     p_bench.set_defaults(func=cmd_bench)
     p_list = sub.add_parser("list", help="list registered rules, attacks, datasets or models")
     p_list.add_argument("what", choices=["rules", "attacks", "datasets", "models"])
     p_list.set_defaults(func=cmd_list)
     from .audit import add_audit_parser
     add_audit_parser(sub)
+    from .tradeoff import add_tradeoff_parser
+    add_tradeoff_parser(sub)
+    from .reproduce import add_reproduce_parser
+    add_reproduce_parser(sub)
     return parser
 
 

@@ -35,7 +35,8 @@ class SumResult:
     server_view: Dict[str, Any] = field(default_factory=dict)
 
 
-def _check_inputs(vectors: Tensor, weights: Tensor) -> None:
+def _check_inputs(vectors: Tensor, weights: Tensor) -> float:
+    """Validate one call's inputs; return max |x_ij| (the encoders reuse it)."""
     if vectors.ndim != 2:
         raise ValueError(f"vectors must be a [n, d] matrix, got shape {tuple(vectors.shape)}")
     if weights.ndim != 1 or weights.shape[0] != vectors.shape[0]:
@@ -55,6 +56,7 @@ def _check_inputs(vectors: Tensor, weights: Tensor) -> None:
                          "a diverged client must be fixed or excluded before aggregation")
     if not torch.isfinite(weights).all() or (weights < 0).any():
         raise ValueError(f"weights must be finite and >= 0, got {weights.tolist()[:10]}...")
+    return max(-float(lo), float(hi))
 
 
 class SecureAverageOracle(ABC):
@@ -82,7 +84,7 @@ class SecureAverageOracle(ABC):
             (recorded as revealed in the transcript).
         """
         weights = torch.as_tensor(weights, dtype=vectors.dtype, device=vectors.device)
-        _check_inputs(vectors, weights)
+        absmax = _check_inputs(vectors, weights)
         wmax = float(weights.max())
         revealed: Dict[str, Any] = {"n_inputs": int(vectors.shape[0])}
         if weight_bound is None:
@@ -95,7 +97,12 @@ class SecureAverageOracle(ABC):
             raise ValueError("all client weights are zero: the average is undefined; "
                              "give at least one client a positive weight")
         u = (weights / weight_bound).clamp_(max=1.0)
-        res = self._secure_sum(vectors, u)
+        # this call's max |x|, for the encoder not to scan again: only for this very tensor, unmodified
+        self._vectors_absmax = (vectors, vectors._version, absmax)
+        try:
+            res = self._secure_sum(vectors, u)
+        finally:
+            self._vectors_absmax = None
         total_weight = res.total[-1]
         if not total_weight > 0:
             raise ValueError(
@@ -151,16 +158,30 @@ class QuantizedOracle(SecureAverageOracle):
         self.bits, self.clip, self.rounding, self.overflow = bits, float(clip), rounding, overflow
         self.seed = seed
         self._generators: Dict[str, Any] = {}
+        self._encoders: Dict[tuple, FixedPointEncoder] = {}
         self.last_clipped = 0      # coordinates clipped in the last call (overflow="clip")
         self.total_clipped = 0     # ... and over the oracle's lifetime
 
     def encoder(self, n: int, d: int, device: torch.device) -> FixedPointEncoder:
-        clip = torch.full((d + 1,), self.clip, dtype=torch.float64)
-        clip[-1] = 1.0
-        return FixedPointEncoder(self.bits, clip, n, rounding=self.rounding, overflow=self.overflow)
+        """The encoder of a call with n clients and d coordinates (+1 for the weight).
+
+        Cached per (n, d): building the per-coordinate scales is a pass over d + 1
+        float64 values that an RFA run would otherwise repeat in every call.
+        """
+        key = (n, d)
+        enc = self._encoders.get(key)
+        if enc is None:
+            clip = torch.full((d + 1,), self.clip, dtype=torch.float64)
+            clip[-1] = 1.0
+            enc = FixedPointEncoder(self.bits, clip, n, rounding=self.rounding, overflow=self.overflow)
+            if len(self._encoders) >= 4:
+                self._encoders.pop(next(iter(self._encoders)))
+            self._encoders[key] = enc
+        return enc
 
     def generator(self, device: torch.device):
-        """The rounding generator for ``device``: numpy PCG64 on the CPU (fast), torch elsewhere."""
+        """The rounding generator for ``device``: numpy PCG64 on the CPU (each call draws from
+        it the key of its AES-CTR rounding bits, see :meth:`FixedPointEncoder.encode`), torch elsewhere."""
         key = str(device)
         if key not in self._generators:
             self._generators[key] = (np.random.default_rng(self.seed) if torch.device(device).type == "cpu"
@@ -176,13 +197,21 @@ class QuantizedOracle(SecureAverageOracle):
         return payload
 
     def _secure_sum(self, vectors: Tensor, u: Tensor) -> SumResult:
-        payload = self.client_payload(vectors, u)
-        n, d1 = payload.shape
-        enc = self.encoder(n, d1 - 1, payload.device)
-        encoded = enc.encode(payload, generator=self.generator(payload.device))
+        # Each client's payload is client_payload(vectors, u); the encoder builds it
+        # chunk by chunk (weights=u), bit for bit the same integers.
+        n, d = vectors.shape
+        enc = self.encoder(n, d, vectors.device)
+        gen = self.generator(vectors.device)
+        known = getattr(self, "_vectors_absmax", None)
+        absmax = known[2] if known is not None and known[0] is vectors and known[1] == vectors._version else None
+        if type(self)._sum_encoded is QuantizedOracle._sum_encoded:
+            # Plain modular sum: fuse encode and sum, never holding the [n, d + 1] integers.
+            total = enc.encode_sum(vectors, gen, weights=u, _absmax=absmax)
+            survivors, view = list(range(n)), {}
+        else:
+            total, survivors, view = self._sum_encoded(enc.encode(vectors, gen, weights=u, _absmax=absmax))
         self.last_clipped = enc.last_clipped
         self.total_clipped += enc.last_clipped
-        total, survivors, view = self._sum_encoded(encoded)
         return SumResult(total=enc.decode(total), survivors=survivors, server_view=view)
 
     def _sum_encoded(self, encoded: Tensor):
