@@ -114,6 +114,7 @@ def train_vmap(model: nn.Module, x: Tensor, y: Tensor, client_indices: Sequence[
     if start.shape != (n, sum(p.numel() for p in base.values())):
         raise ValueError(f"start must have shape [{n}, d], got {tuple(start.shape)}")
     params = _unflatten_stacked(start, model)
+    fdtype = start.dtype   # masks in the parameters' dtype: inputs may be integer token ids
     bufs = {k: torch.zeros_like(p) for k, p in params.items()} if cfg.momentum else None
 
     def loss_fn(p, xb, yb, mb):
@@ -127,9 +128,9 @@ def train_vmap(model: nn.Module, x: Tensor, y: Tensor, client_indices: Sequence[
         xb, yb = x[idx], y[idx]
         if batch_transform is not None:
             xb, yb = batch_transform(xb, yb, ids)
-        mb = mask[:, s].to(x.dtype)
+        mb = mask[:, s].to(fdtype)
         g = grad_fn(params, xb, yb, mb)
-        active = (mb.sum(dim=1) > 0).to(x.dtype)
+        active = (mb.sum(dim=1) > 0).to(fdtype)
         for k in names:
             shape = (n,) + (1,) * (params[k].ndim - 1)
             a = active.view(shape)

@@ -2,14 +2,25 @@
 
 The embedded default is scikit-learn's bundled digits (1,797 8x8 images, no
 network). ``synthetic`` is a seeded Gaussian-cluster classification task.
+Also embedded: ``shakespeare`` (next character, one client per speaking role;
+:mod:`protocols.data_shakespeare`) and ``purchase`` (Purchase100-style tabular
+task; :mod:`protocols.data_purchase`). On-disk formats (MNIST, Fashion-MNIST,
+EMNIST/FEMNIST, CIFAR-10, SVHN, Sent140, Purchase100) are read from ``data_dir``
+by :mod:`protocols.data_disk`; see docs/datasets.md.
+
 Partitioners split the training set across clients: IID, Dirichlet(alpha)
-label skew (Hsu et al. 2019), and label-sorted shards with k labels per client
-(McMahan et al. 2017).
+label skew (Hsu et al. 2019), label-sorted shards with k labels per client
+(McMahan et al. 2017), the FLTrust q-group bias (Cao et al. 2021, Sec. VI-A) and
+natural clients (the dataset's own users, LEAF).
+
+A dataset's per-sample users (natural clients) live in ``meta["users_train"]``
+(int64 tensor) with names in ``meta["user_names"]``; its defaults for a run in
+``meta["default_model"]`` and ``meta["default_partition"]``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -70,9 +81,24 @@ def load_synthetic(seed: int = 0, test_fraction: float = 0.2, n_samples: int = 2
                    torch.from_numpy(yte), n_classes, (n_features,))
 
 
+from .data_disk import (load_cifar10, load_emnist, load_fashion_mnist, load_femnist,  # noqa: E402
+                        load_mnist, load_purchase100_file, load_sent140, load_svhn)
+from .data_purchase import load_purchase  # noqa: E402
+from .data_shakespeare import load_shakespeare  # noqa: E402
+
 DATASETS: Dict[str, Callable[..., Dataset]] = {
     "digits": load_digits,
     "synthetic": load_synthetic,
+    "shakespeare": load_shakespeare,
+    "purchase": load_purchase,
+    "purchase100": load_purchase100_file,
+    "mnist": load_mnist,
+    "fashion-mnist": load_fashion_mnist,
+    "emnist": load_emnist,
+    "femnist": load_femnist,
+    "cifar10": load_cifar10,
+    "svhn": load_svhn,
+    "sent140": load_sent140,
 }
 
 
@@ -155,11 +181,107 @@ def partition_shards(labels: Tensor, n_clients: int, labels_per_client: int = 2,
             for k in range(n_clients)]
 
 
+def partition_qgroup(labels: Tensor, n_clients: int, q: float = 0.5, seed: int = 0,
+                     n_groups: Optional[int] = None) -> List[Tensor]:
+    """FLTrust's non-IID scheme with bias probability q (Cao et al. 2021, Sec. VI-A).
+
+    Clients are split evenly into as many groups as classes (``n_groups``, default the
+    number of distinct labels, sorted). A sample of label l goes to group l with
+    probability q and to each other group with probability (1 - q) / (G - 1); within its
+    group it goes to a client uniformly at random. q = 1/G is IID; larger q is more skewed.
+    Refuses (rather than dropping) when a client would get no sample.
+    """
+    y = labels.cpu().numpy()
+    classes = np.unique(y)
+    G = len(classes) if n_groups is None else n_groups
+    if not isinstance(G, int) or G < 2:
+        raise ValueError(f"n_groups={n_groups!r} must be an integer >= 2 (default: the number of classes)")
+    if G != len(classes):
+        raise ValueError(f"n_groups={G} but the labels have {len(classes)} classes; q-group maps class l to "
+                         "group l, so n_groups must equal the number of classes")
+    if not 0 <= q <= 1:
+        raise ValueError(f"q={q!r} must lie in [0, 1] (FLTrust uses 0.1 .. 0.8; 1/classes is IID)")
+    _check_clients(n_clients, len(y))
+    if n_clients < G:
+        raise ValueError(f"n_clients={n_clients} is fewer than the {G} groups (one per class); q-group needs "
+                         f"at least {G} clients")
+    rng = np.random.default_rng(seed)
+    groups = np.array_split(np.arange(n_clients), G)
+    label_group = np.searchsorted(classes, y)
+    other = rng.integers(0, G - 1, size=len(y))
+    other = other + (other >= label_group)                      # uniform over the G - 1 other groups
+    group = np.where(rng.random(len(y)) < q, label_group, other)
+    client = np.empty(len(y), dtype=np.int64)
+    for g, members in enumerate(groups):
+        ix = np.flatnonzero(group == g)
+        client[ix] = rng.choice(members, size=len(ix))
+    parts = [np.flatnonzero(client == k) for k in range(n_clients)]
+    empty = [k for k, p in enumerate(parts) if len(p) == 0]
+    if empty:
+        raise ValueError(f"q-group (q={q}) left client(s) {empty} without samples; use fewer clients or a "
+                         "larger dataset")
+    return [torch.from_numpy(p) for p in parts]
+
+
+def partition_natural(labels: Tensor, n_clients: int, users: Optional[Tensor] = None, seed: int = 0,
+                      min_samples: int = 1) -> List[Tensor]:
+    """Natural clients: the dataset's own users (LEAF: a speaking role, a writer, a Twitter user).
+
+    ``users`` holds the user id of every sample (``dataset.meta["users_train"]``). With
+    more users than ``n_clients`` the ``n_clients`` users with the most samples are the
+    clients (ties by lower id; the others' samples are not used, as LEAF subsamples
+    users); with fewer, it refuses. ``seed`` is unused (the choice is deterministic).
+    """
+    if users is None:
+        raise ValueError("partition 'natural' needs the per-sample users (users=...); only datasets with "
+                         "natural clients have them (shakespeare, femnist, sent140: meta['users_train'])")
+    users = torch.as_tensor(users).cpu()
+    if users.shape != (len(labels),):
+        raise ValueError(f"users has shape {tuple(users.shape)} but there are {len(labels)} samples")
+    if not isinstance(n_clients, int) or n_clients < 1:
+        raise ValueError(f"n_clients={n_clients!r} must be a positive integer")
+    ids, counts = torch.unique(users, return_counts=True)
+    keep = counts >= min_samples
+    ids, counts = ids[keep], counts[keep]
+    if n_clients > len(ids):
+        raise ValueError(f"n_clients={n_clients} but the data has only {len(ids)} users with >= {min_samples} "
+                         f"samples; partition 'natural' has one client per user, so use --clients <= {len(ids)}")
+    order = sorted(range(len(ids)), key=lambda k: (-int(counts[k]), int(ids[k])))[:n_clients]
+    return [torch.nonzero(users == ids[k]).flatten() for k in order]
+
+
 PARTITIONERS: Dict[str, Callable[..., List[Tensor]]] = {
     "iid": partition_iid,
     "dirichlet": partition_dirichlet,
     "shards": partition_shards,
+    "qgroup": partition_qgroup,
+    "natural": partition_natural,
 }
+
+
+def resolve_partition(name: str, dataset: Dataset) -> str:
+    """``"auto"``: the dataset's default partition (``meta["default_partition"]``, else dirichlet)."""
+    if name == "auto":
+        return str(dataset.meta.get("default_partition", "dirichlet"))
+    return name
+
+
+# Run fields a dataset may preset (local training only: they change no protocol or privacy claim),
+# and what a field left at None takes when the dataset presets nothing.
+RUN_DEFAULT_FIELDS = ("lr", "local_epochs")
+RUN_FALLBACKS: Dict[str, object] = {"lr": 0.05, "local_epochs": 2}
+
+
+def dataset_run_defaults(dataset: Dataset, cfg) -> Dict[str, object]:
+    """Values for the fields of ``cfg`` left at None (:data:`RUN_DEFAULT_FIELDS`): the
+    dataset's training preset ``meta["run_defaults"]``, else :data:`RUN_FALLBACKS`.
+    A field the user set is never replaced."""
+    preset = dict(dataset.meta.get("run_defaults", {}))
+    bad = sorted(set(preset) - set(RUN_DEFAULT_FIELDS))
+    if bad:
+        raise ValueError(f"dataset {dataset.name!r}: meta['run_defaults'] may only set {RUN_DEFAULT_FIELDS}, "
+                         f"not {bad}")
+    return {k: preset.get(k, RUN_FALLBACKS[k]) for k in RUN_DEFAULT_FIELDS if getattr(cfg, k) is None}
 
 
 def partition(labels: Tensor, n_clients: int, scheme: str = "dirichlet", seed: int = 0,

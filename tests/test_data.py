@@ -51,4 +51,38 @@ def test_bad_partition_args():
     with pytest.raises(ValueError, match="n_clients=5000"):
         partition(y, 5000, "iid")
     with pytest.raises(ValueError, match="unknown partition"):
-        partition(y, 10, "natural")
+        partition(y, 10, "naturall")
+
+
+def test_qgroup_bias_and_cover():
+    """FLTrust Sec. VI-A: a label-l sample lands in group l with probability q."""
+    y = load_dataset("digits").y_train
+    for q, lo, hi in ((0.8, 0.72, 0.88), (0.1, 0.05, 0.15)):
+        parts = partition(y, 20, "qgroup", q=q, seed=0)
+        assert len(parts) == 20 and len(torch.unique(torch.cat(parts))) == len(y) == len(torch.cat(parts))
+        # 20 clients in 10 groups of 2: clients 2l, 2l + 1 form group l
+        home = sum(int((y[p] == k // 2).sum()) for k, p in enumerate(parts)) / len(y)
+        assert lo < home < hi
+    with pytest.raises(ValueError, match=r"q=1.5 must lie in \[0, 1\]"):
+        partition(y, 20, "qgroup", q=1.5)
+    with pytest.raises(ValueError, match="fewer than the 10 groups"):
+        partition(y, 5, "qgroup", q=0.5)
+
+
+def test_natural_takes_largest_users_and_refuses_too_many():
+    users = torch.tensor([3, 3, 3, 1, 1, 2, 2, 2, 2, 0])
+    y = torch.zeros(10, dtype=torch.long)
+    parts = partition(y, 2, "natural", users=users)
+    assert [p.tolist() for p in parts] == [[5, 6, 7, 8], [0, 1, 2]]
+    assert len(partition(y, 4, "natural", users=users)) == 4
+    with pytest.raises(ValueError, match="n_clients=5 but the data has only 4 users"):
+        partition(y, 5, "natural", users=users)
+    with pytest.raises(ValueError, match="needs the per-sample users"):
+        partition(y, 2, "natural")
+
+
+def test_auto_partition_follows_the_dataset():
+    from protocols.data import resolve_partition
+    assert resolve_partition("auto", load_dataset("digits")) == "dirichlet"
+    assert resolve_partition("auto", load_dataset("shakespeare")) == "natural"
+    assert resolve_partition("iid", load_dataset("digits")) == "iid"
