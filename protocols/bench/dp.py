@@ -19,10 +19,6 @@ from __future__ import annotations
 
 from typing import List
 
-import statistics
-import time
-from typing import Callable, Dict
-
 import torch
 
 import dp
@@ -30,21 +26,7 @@ from protocols.clients import LocalTraining, train_loop
 from protocols.data import load_digits
 from protocols.models import build_model, flat_params
 
-from . import add_ratios, synchronize
-
-
-def _interleaved_medians(cases: Dict[str, Callable[[], object]], repeats: int, device: str) -> Dict[str, float]:
-    for fn in cases.values():          # warm-up
-        fn()
-    times: Dict[str, list] = {k: [] for k in cases}
-    for _ in range(repeats):
-        for k, fn in cases.items():
-            synchronize(device)
-            t0 = time.perf_counter()
-            fn()
-            synchronize(device)
-            times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+from . import add_ratios, time_interleaved
 
 
 def run(*, quick: bool = False, device: str = "cpu") -> List[dict]:
@@ -70,7 +52,7 @@ def run(*, quick: bool = False, device: str = "cpu") -> List[dict]:
                 f"dp-sgd {name} n={n}": lambda: client.train(start),
                 f"dp-sgd+setup {name} n={n}": lambda: dp.RecordLevelClient(model, x, y, **kw).train(start),
             }
-            for case, secs in _interleaved_medians(cases, repeats, device).items():
+            for case, secs in time_interleaved(cases, repeats, device).items():
                 rows.append({"case": case, "seconds": secs, "baseline": base, "n": n, "d": d,
                              "note": "Opacus (hooks), z=1, C=1" if case != base else "torch.optim.SGD loop"})
     return add_ratios(rows)
