@@ -197,6 +197,16 @@ def _leaf_splits(folder: Path, name: str) -> Tuple[List[Path], List[Path]]:
     return tr, te
 
 
+def _read_leaf(data_dir, name: str):
+    """LEAF's train and test JSON of ``name``: paths, users and data of each split, all user
+    names (train first, then test-only users) and their index (the natural-client id)."""
+    trp, tep = _leaf_splits(_folder(data_dir, name), name)
+    tr_users, tr = read_leaf_json(trp)
+    te_users, te = read_leaf_json(tep)
+    names = tr_users + [u for u in te_users if u not in tr]
+    return trp, tep, tr_users, tr, te_users, te, names, {u: k for k, u in enumerate(names)}
+
+
 def _flatten_users(order: List[str], data: Dict[str, dict], index: Dict[str, int]):
     xs, ys, us = [], [], []
     for u in order:
@@ -212,12 +222,7 @@ def load_femnist(seed: int = 0, data_dir=None, num_classes: int = 62):
     ``data_dir`` holds LEAF's ``train/*.json`` and ``test/*.json`` (each x a list of 784
     floats in [0, 1]). ``meta["users_train"]`` gives the writers (partition ``natural``).
     """
-    folder = _folder(data_dir, "femnist")
-    trp, tep = _leaf_splits(folder, "femnist")
-    tr_users, tr = read_leaf_json(trp)
-    te_users, te = read_leaf_json(tep)
-    names = tr_users + [u for u in te_users if u not in tr]
-    index = {u: k for k, u in enumerate(names)}
+    trp, tep, tr_users, tr, te_users, te, names, index = _read_leaf(data_dir, "femnist")
     out = []
     for users, data, paths in ((tr_users, tr, trp), (te_users, te, tep)):
         xs, y, u = _flatten_users(users, data, index)
@@ -236,7 +241,7 @@ def load_femnist(seed: int = 0, data_dir=None, num_classes: int = 62):
         out.append((x.reshape(-1, 1, 28, 28), y, u))
     (xtr, ytr, utr), (xte, yte, ute) = out
     return _dataset("femnist", xtr, ytr, xte, yte, num_classes,
-                    {"default_model": "cnn", "default_partition": "natural", "source": str(folder),
+                    {"default_model": "cnn", "default_partition": "natural", "source": str(trp[0].parent.parent),
                      "users_train": torch.from_numpy(utr), "users_test": torch.from_numpy(ute),
                      "user_names": names})
 
@@ -264,12 +269,7 @@ def load_sent140(seed: int = 0, data_dir=None, vocab_size: int = 2000):
     """
     if not isinstance(vocab_size, int) or vocab_size < 1:
         raise ValueError(f"vocab_size={vocab_size!r} must be a positive integer")
-    folder = _folder(data_dir, "sent140")
-    trp, tep = _leaf_splits(folder, "sent140")
-    tr_users, tr = read_leaf_json(trp)
-    te_users, te = read_leaf_json(tep)
-    names = tr_users + [u for u in te_users if u not in tr]
-    index = {u: k for k, u in enumerate(names)}
+    trp, tep, tr_users, tr, te_users, te, names, index = _read_leaf(data_dir, "sent140")
     tokens = {}
     parts = {}
     for split, users, data, paths in (("train", tr_users, tr, trp), ("test", te_users, te, tep)):
@@ -295,7 +295,7 @@ def load_sent140(seed: int = 0, data_dir=None, vocab_size: int = 2000):
 
     (ytr, utr), (yte, ute) = parts["train"], parts["test"]
     return _dataset("sent140", bow(tokens["train"]), ytr, bow(tokens["test"]), yte, 2,
-                    {"default_model": "logreg", "default_partition": "natural", "source": str(folder),
+                    {"default_model": "logreg", "default_partition": "natural", "source": str(trp[0].parent.parent),
                      "users_train": torch.from_numpy(utr), "users_test": torch.from_numpy(ute),
                      "user_names": names, "vocabulary": vocab})
 
