@@ -87,9 +87,11 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--client-holdout", type=float, default=d.client_holdout,
                    help="fraction of each client's data held out for per-client accuracy "
                         "(default: 0, or 0.2 when personalized)")
-    p.add_argument("--local-epochs", type=int, default=d.local_epochs, help="(default: %(default)s)")
+    p.add_argument("--local-epochs", type=int, default=d.local_epochs,
+                   help="local epochs per round (default: the dataset's preset, else 2)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="(default: %(default)s)")
-    p.add_argument("--lr", type=float, default=d.lr, help="client learning rate (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=d.lr,
+                   help="client learning rate (default: the dataset's preset, e.g. shakespeare 0.8, else 0.05)")
     p.add_argument("--momentum", type=float, default=d.momentum, help="client momentum (default: %(default)s)")
     p.add_argument("--adv-reg", type=float, default=d.adv_reg,
                    help="adversarial regularization strength lambda in local training (Nasr et al. 2018; "
@@ -167,10 +169,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     dps = result.get("dp")
     dp_text = "" if not dps else (f"; DP {dps['mode']}: epsilon {dps['epsilon']:.3f} at delta {dps['delta']:g}, "
                                   f"noise multiplier {dps['noise_multiplier']:.3g}")
+    if cfg.protocol == "cronus":
+        who = f"protocol=cronus, aggregator={result['cronus']['params']['aggregator']}"
+    else:
+        who = f"rule={cfg.rule}"
+    mew = ts["max_effective_weight"]
+    mew_text = f", max effective weight {mew:.3f}" if mew == mew else ""   # NaN: no weighted call
     print(f"\nfinal test accuracy {result['final']['test_accuracy']:.4f}  "
-          f"(rule={cfg.rule}, secagg={cfg.secagg}, {cfg.clients} clients, {cfg.rounds} rounds; "
-          f"oracle calls {ts['calls']}, individual reveals {ts['individual_reveals']}, "
-          f"max effective weight {ts['max_effective_weight']:.3f}{dp_text})")
+          f"({who}, secagg={cfg.secagg}, {cfg.clients} clients, {cfg.rounds} rounds; "
+          f"oracle calls {ts['calls']}, individual reveals {ts['individual_reveals']}{mew_text}{dp_text})")
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         path = args.out / "result.json"

@@ -20,9 +20,9 @@ import secagg
 from secagg import ClientUpdates, PlaintextOracle, QuantizedOracle, Transcript
 
 from .aggregators import make_rule
-from .attacks import AttackView, corrupted_clients, make_attack
+from .attacks import AttackView, corrupted_clients, make_attack, submit_poisoned
 from .clients import TRAINERS, LocalTraining, evaluate
-from .data import Dataset, load_dataset, partition
+from .data import Dataset, dataset_run_defaults, load_dataset, partition, resolve_partition
 from .models import build_model, flat_params, resolve_model, set_flat_params
 
 PROTOCOLS = ("params", "cronus")
@@ -45,7 +45,8 @@ class RunConfig:
     clients: int = 20
     clients_per_round: Optional[int] = None     # None: all clients every round
     rounds: int = 30
-    partition: str = "dirichlet"
+    partition: str = "auto"                     # "auto": the dataset's default (digits: dirichlet;
+                                                # shakespeare, femnist, sent140: natural)
     alpha: float = 0.5                          # Dirichlet concentration
     labels_per_client: int = 2                  # shards partition
     partition_args: Dict[str, Any] = field(default_factory=dict)  # extra partitioner arguments
@@ -67,9 +68,9 @@ class RunConfig:
     threshold: Optional[float] = None           # masked: int count or fraction of clients
     neighbors: Optional[int] = None             # masked: k-regular graph degree (None: complete)
     dropout_rate: float = 0.0                   # masked: per-call client dropout probability
-    local_epochs: int = 2
+    local_epochs: Optional[int] = None          # None: the dataset's preset, else 2
     batch_size: int = 16
-    lr: float = 0.05
+    lr: Optional[float] = None                  # None: the dataset's preset, else 0.05
     momentum: float = 0.5
     weight_decay: float = 0.0
     adv_reg: float = 0.0                        # lambda of adversarial regularization (Nasr et al.
@@ -109,6 +110,11 @@ class RunConfig:
             raise ValueError(f"attack={self.attack!r} with corrupt=0 corrupts no client; set --corrupt RHO")
         if not self.server_lr > 0:
             raise ValueError(f"server_lr={self.server_lr!r} must be > 0")
+        if self.lr is not None and not self.lr > 0:
+            raise ValueError(f"lr={self.lr!r} must be > 0 (or None for the dataset's preset)")
+        if self.local_epochs is not None and not (isinstance(self.local_epochs, int) and self.local_epochs >= 1):
+            raise ValueError(f"local_epochs={self.local_epochs!r} must be a positive integer "
+                             "(or None for the dataset's preset)")
         self._validate_dp()
 
     def _validate_dp(self) -> None:
@@ -148,7 +154,10 @@ class RunConfig:
             raise ValueError("noise_multiplier=0: distributed DP needs noise_multiplier > 0")
 
     def local_training(self) -> LocalTraining:
-        return LocalTraining(self.local_epochs, self.batch_size, self.lr, self.momentum, self.weight_decay)
+        from .data import RUN_FALLBACKS
+        epochs = self.local_epochs if self.local_epochs is not None else RUN_FALLBACKS["local_epochs"]
+        lr = self.lr if self.lr is not None else RUN_FALLBACKS["lr"]
+        return LocalTraining(epochs, self.batch_size, lr, self.momentum, self.weight_decay)
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -225,11 +234,18 @@ class Simulation:
             perm = torch.randperm(len(pool), generator=torch.Generator().manual_seed(cfg.seed + 104729))
             self.root_indices = perm[:cfg.root_size].sort().values.to(self.device)
             pool = perm[cfg.root_size:].sort().values
-        pkw = {"alpha": cfg.alpha} if cfg.partition == "dirichlet" else \
-            {"labels_per_client": cfg.labels_per_client} if cfg.partition == "shards" else {}
+        # Fields left at None take the dataset's training preset (meta["run_defaults"], e.g.
+        # shakespeare's LEAF learning rate), else the global defaults; result()["config"] shows what ran.
+        self.dataset_defaults = dataset_run_defaults(ds, cfg)
+        if self.dataset_defaults:
+            self.cfg = cfg = dataclasses.replace(cfg, **self.dataset_defaults)
+        scheme = self.partition_scheme = resolve_partition(cfg.partition, ds)
+        pkw = {"alpha": cfg.alpha} if scheme == "dirichlet" else \
+            {"labels_per_client": cfg.labels_per_client} if scheme == "shards" else \
+            {"users": ds.meta["users_train"][pool]} if scheme == "natural" and "users_train" in ds.meta else {}
         pkw.update(cfg.partition_args)
         self.client_indices = [pool[ix].to(self.device) for ix in
-                               partition(ds.y_train[pool], cfg.clients, cfg.partition, seed=cfg.seed, **pkw)]
+                               partition(ds.y_train[pool], cfg.clients, scheme, seed=cfg.seed, **pkw)]
         self.model_name = resolve_model(cfg.model, ds)
         self.model = build_model(self.model_name, ds.input_shape, ds.num_classes, seed=cfg.seed).to(self.device)
         self.personalized = bool(cfg.personalize or getattr(self.rule, "personalized", False))
@@ -377,15 +393,8 @@ class Simulation:
                           honest_weights=counts[~bad_d] if omniscient else None,
                           rule=self.rule, n_selected=len(ids),
                           server_update=server_update if omniscient else None)
-        poisoned = self.attack.poison_updates(view)
-        if poisoned.shape != view.own.shape:
-            raise RuntimeError(f"attack {self.attack.name!r} returned shape {tuple(poisoned.shape)}, "
-                               f"expected {tuple(view.own.shape)}")
-        clipped = 0
-        if self.cfg.secagg in ("quantized", "masked"):
-            # A corrupted client submits through the oracle too: its input obeys the encoding bound.
-            clipped = int((poisoned.abs() > self.cfg.clip).sum())
-            poisoned = poisoned.clamp(-self.cfg.clip, self.cfg.clip)
+        poisoned, clipped = submit_poisoned(self.attack, view,
+                                            self.cfg.clip if self.cfg.secagg in ("quantized", "masked") else None)
         deltas = deltas.clone()
         deltas[bad_d] = poisoned
         return deltas, clipped
@@ -411,6 +420,10 @@ class Simulation:
         def train(start=None):
             if start is None:
                 start = broadcast.unsqueeze(0).expand(len(parts), -1)
+            if self.cfg.adv_reg > 0:
+                # adversarial regularization (Nasr et al. 2018): per-client loop with inference models
+                from .advreg import train_clients_advreg
+                return train_clients_advreg(self, ids, parts, start)
             if self.dpc is not None:
                 # record-level DP: Opacus DP-SGD, one persistent client (and accountant) per id
                 return self.dpc.train(self.model, ids.tolist(), parts, self.data.x_train, self.data.y_train,

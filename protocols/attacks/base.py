@@ -81,3 +81,18 @@ def corrupted_clients(n_clients: int, rho: float, seed: int) -> Tensor:
     k = int(rho * n_clients)
     g = torch.Generator().manual_seed(seed + 7919)  # apart from the training stream
     return torch.randperm(n_clients, generator=g)[:k].sort().values
+
+
+def submit_poisoned(attack: "Attack", view: AttackView, clip: Optional[float] = None) -> Tuple[Tensor, int]:
+    """The corrupted clients' rows as they reach the server, and how many coordinates were
+    clipped: ``attack.poison_updates(view)``, shape-checked, then clamped to the secure
+    aggregation encoding bound ``clip`` (a corrupted client submits through the oracle too,
+    so its input obeys the bound; None: no secure aggregation, nothing clamped)."""
+    poisoned = attack.poison_updates(view)
+    if poisoned.shape != view.own.shape:
+        raise RuntimeError(f"attack {attack.name!r} returned shape {tuple(poisoned.shape)}, "
+                           f"expected {tuple(view.own.shape)}")
+    if clip is None:
+        return poisoned, 0
+    return poisoned.clamp(-clip, clip), int((poisoned.abs() > clip).sum())
+
