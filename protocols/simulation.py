@@ -247,6 +247,8 @@ class Simulation:
         self.client_indices = [pool[ix].to(self.device) for ix in
                                partition(ds.y_train[pool], cfg.clients, scheme, seed=cfg.seed, **pkw)]
         self.model_name = resolve_model(cfg.model, ds)
+        # "auto" fields resolved, so that result()["config"] says what ran
+        self.cfg = cfg = dataclasses.replace(cfg, partition=scheme, model=self.model_name)
         self.model = build_model(self.model_name, ds.input_shape, ds.num_classes, seed=cfg.seed).to(self.device)
         self.personalized = bool(cfg.personalize or getattr(self.rule, "personalized", False))
         holdout = cfg.client_holdout or (0.2 if self.personalized else 0.0)
