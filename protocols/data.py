@@ -247,6 +247,12 @@ def partition_natural(labels: Tensor, n_clients: int, users: Optional[Tensor] = 
         raise ValueError(f"n_clients={n_clients} but the data has only {len(ids)} users with >= {min_samples} "
                          f"samples; partition 'natural' has one client per user, so use --clients <= {len(ids)}")
     order = sorted(range(len(ids)), key=lambda k: (-int(counts[k]), int(ids[k])))[:n_clients]
+    unused = len(labels) - sum(int(counts[k]) for k in order)
+    if unused:
+        import warnings
+        warnings.warn(f"partition 'natural': {n_clients} clients are the {n_clients} largest of {len(ids)} users; "
+                      f"the other users' {unused} of {len(labels)} training samples are not used (as LEAF "
+                      f"subsamples users); use --clients {len(ids)} to use them all", stacklevel=2)
     return [torch.nonzero(users == ids[k]).flatten() for k in order]
 
 

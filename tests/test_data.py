@@ -72,9 +72,13 @@ def test_qgroup_bias_and_cover():
 def test_natural_takes_largest_users_and_refuses_too_many():
     users = torch.tensor([3, 3, 3, 1, 1, 2, 2, 2, 2, 0])
     y = torch.zeros(10, dtype=torch.long)
-    parts = partition(y, 2, "natural", users=users)
+    with pytest.warns(UserWarning, match="other users' 3 of 10 training samples are not used"):
+        parts = partition(y, 2, "natural", users=users)
     assert [p.tolist() for p in parts] == [[5, 6, 7, 8], [0, 1, 2]]
-    assert len(partition(y, 4, "natural", users=users)) == 4
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")            # every user a client: nothing unused, no warning
+        assert len(partition(y, 4, "natural", users=users)) == 4
     with pytest.raises(ValueError, match="n_clients=5 but the data has only 4 users"):
         partition(y, 5, "natural", users=users)
     with pytest.raises(ValueError, match="needs the per-sample users"):
