@@ -45,9 +45,9 @@ from .aggregators import make_rule
 from .aggregators._common import revealed
 from .attacks import AttackView, corrupted_clients, make_attack, submit_poisoned
 from .clients import batch_schedule, evaluate
-from .data import Dataset, load_dataset, partition, resolve_partition
+from .data import Dataset, load_dataset, resolve_partition
 from .models import build_model, flat_params, resolve_model, set_flat_params
-from .simulation import RoundRecord, RunConfig, make_oracle
+from .simulation import RoundRecord, RunConfig, make_oracle, partition_pool
 
 Tensor = torch.Tensor
 
@@ -209,12 +209,7 @@ class CronusSimulation:
         self.public_indices = perm[:P].sort().values.to(self.device)
         pool = perm[P:].sort().values
         scheme = self.partition_scheme = resolve_partition(cfg.partition, ds)
-        pkw = {"alpha": cfg.alpha} if scheme == "dirichlet" else \
-            {"labels_per_client": cfg.labels_per_client} if scheme == "shards" else \
-            {"users": ds.meta["users_train"][pool]} if scheme == "natural" and "users_train" in ds.meta else {}
-        pkw.update(cfg.partition_args)
-        self.client_indices = [pool[ix].to(self.device) for ix in
-                               partition(ds.y_train[pool], cfg.clients, scheme, seed=cfg.seed, **pkw)]
+        self.client_indices = [ix.to(self.device) for ix in partition_pool(ds, pool, cfg, scheme)]
         self.client_holdout: Optional[List[Tensor]] = None
         if cfg.client_holdout:
             if not 0 < cfg.client_holdout < 1:

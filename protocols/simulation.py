@@ -163,6 +163,16 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
+def partition_pool(ds: Dataset, pool: torch.Tensor, cfg: RunConfig, scheme: str) -> List[torch.Tensor]:
+    """Split the training indices ``pool`` across ``cfg.clients`` clients with the partition
+    ``scheme`` (already resolved from "auto") and its parameters in ``cfg``."""
+    pkw: Dict[str, Any] = {"alpha": cfg.alpha} if scheme == "dirichlet" else \
+        {"labels_per_client": cfg.labels_per_client} if scheme == "shards" else \
+        {"users": ds.meta["users_train"][pool]} if scheme == "natural" and "users_train" in ds.meta else {}
+    pkw.update(cfg.partition_args)
+    return [pool[ix] for ix in partition(ds.y_train[pool], cfg.clients, scheme, seed=cfg.seed, **pkw)]
+
+
 def make_simulation(cfg: RunConfig, dataset: Optional[Dataset] = None):
     """The simulation for ``cfg.protocol``: :class:`Simulation` (parameter sharing) or
     :class:`protocols.cronus.CronusSimulation` (prediction sharing). Both expose
@@ -240,12 +250,7 @@ class Simulation:
         if self.dataset_defaults:
             self.cfg = cfg = dataclasses.replace(cfg, **self.dataset_defaults)
         scheme = self.partition_scheme = resolve_partition(cfg.partition, ds)
-        pkw = {"alpha": cfg.alpha} if scheme == "dirichlet" else \
-            {"labels_per_client": cfg.labels_per_client} if scheme == "shards" else \
-            {"users": ds.meta["users_train"][pool]} if scheme == "natural" and "users_train" in ds.meta else {}
-        pkw.update(cfg.partition_args)
-        self.client_indices = [pool[ix].to(self.device) for ix in
-                               partition(ds.y_train[pool], cfg.clients, scheme, seed=cfg.seed, **pkw)]
+        self.client_indices = [ix.to(self.device) for ix in partition_pool(ds, pool, cfg, scheme)]
         self.model_name = resolve_model(cfg.model, ds)
         # "auto" fields resolved, so that result()["config"] says what ran
         self.cfg = cfg = dataclasses.replace(cfg, partition=scheme, model=self.model_name)
