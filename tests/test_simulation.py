@@ -1,5 +1,4 @@
 import pytest
-import torch
 
 from protocols.simulation import RunConfig, Simulation
 
