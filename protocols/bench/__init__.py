@@ -46,6 +46,14 @@ PEERS: Dict[str, Tuple[str, str]] = {
 ROW_KEYS = ("suite", "case", "seconds", "baseline", "ratio", "n", "d", "device")
 
 
+def sizes(quick: bool, clients: Optional[int] = None, dim: Optional[int] = None) -> Tuple[int, List[int]]:
+    """(n, dims) of a suite: ``--clients``/``--dim`` when given, else n = 100 clients and
+    d in {1e5, 1e6} ({1e4, 1e5} with ``--quick``), the sizes of issue 13."""
+    n = 100 if clients is None else clients
+    dims = [dim] if dim is not None else ([10_000, 100_000] if quick else [100_000, 1_000_000])
+    return n, dims
+
+
 def synchronize(device: torch.device) -> None:
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)

@@ -16,13 +16,12 @@ import torch
 
 from secagg import PlaintextOracle, QuantizedOracle
 
-from . import add_ratios, time_interleaved
+from . import add_ratios, sizes, time_interleaved
 
 
 def run(*, quick: bool = False, device: str = "cpu", clients: Optional[int] = None,
         dim: Optional[int] = None) -> List[dict]:
-    n = 100 if clients is None else clients
-    dims = [dim] if dim is not None else ([10_000, 100_000] if quick else [100_000, 1_000_000])
+    n, dims = sizes(quick, clients, dim)
     repeats = 3 if quick else 5
     g = torch.Generator().manual_seed(0)
     rows: List[dict] = []

@@ -22,7 +22,7 @@ import secagg
 from rfa import smoothed_weiszfeld
 from secagg import ClientUpdates, MaskedOracle, PlaintextOracle, QuantizedOracle
 
-from . import add_ratios, time_median
+from . import add_ratios, sizes, time_median
 
 try:  # optional extra: the paper authors' implementation, for comparison only
     from geom_median.torch import compute_geometric_median
@@ -68,8 +68,7 @@ def _data(n: int, d: int, device: str, g: torch.Generator) -> Tensor:
 
 def run(*, quick: bool = False, device: str = "cpu", clients: Optional[int] = None,
         dim: Optional[int] = None) -> List[dict]:
-    n = 100 if clients is None else clients
-    dims = [dim] if dim is not None else ([10_000, 100_000] if quick else [100_000, 1_000_000])
+    n, dims = sizes(quick, clients, dim)
     repeats = 3 if quick else 5
     g = torch.Generator().manual_seed(0)
     rows: List[dict] = []

@@ -21,7 +21,7 @@ import torch
 from secagg import ClientUpdates, Transcript
 
 from ..aggregators import make_rule
-from . import add_ratios, time_median
+from . import add_ratios, sizes, time_median
 
 F = 10
 BETA = 0.1
@@ -57,8 +57,7 @@ def load_byzfl() -> Tuple[Optional[object], str]:
 
 def run(*, quick: bool = False, device: str = "cpu", clients: Optional[int] = None,
         dim: Optional[int] = None) -> List[dict]:
-    n = 100 if clients is None else clients
-    dims = [dim] if dim is not None else ([10_000, 100_000] if quick else [100_000, 1_000_000])
+    n, dims = sizes(quick, clients, dim)
     repeats = 2 if quick else 3
     bz, bz_note = load_byzfl()
     g = torch.Generator().manual_seed(0)
