@@ -154,10 +154,12 @@ class RunConfig:
             raise ValueError("noise_multiplier=0: distributed DP needs noise_multiplier > 0")
 
     def local_training(self) -> LocalTraining:
-        from .data import RUN_FALLBACKS
-        epochs = self.local_epochs if self.local_epochs is not None else RUN_FALLBACKS["local_epochs"]
-        lr = self.lr if self.lr is not None else RUN_FALLBACKS["lr"]
-        return LocalTraining(epochs, self.batch_size, lr, self.momentum, self.weight_decay)
+        """The clients' SGD settings of a config whose dataset defaults are resolved
+        (``Simulation.cfg``; lr and local_epochs no longer None)."""
+        if self.lr is None or self.local_epochs is None:
+            raise ValueError("lr / local_epochs are None (the dataset's preset): resolve them first, "
+                             "as Simulation does (protocols.data.dataset_run_defaults)")
+        return LocalTraining(self.local_epochs, self.batch_size, self.lr, self.momentum, self.weight_decay)
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -244,16 +246,14 @@ class Simulation:
             perm = torch.randperm(len(pool), generator=torch.Generator().manual_seed(cfg.seed + 104729))
             self.root_indices = perm[:cfg.root_size].sort().values.to(self.device)
             pool = perm[cfg.root_size:].sort().values
-        # Fields left at None take the dataset's training preset (meta["run_defaults"], e.g.
-        # shakespeare's LEAF learning rate), else the global defaults; result()["config"] shows what ran.
-        self.dataset_defaults = dataset_run_defaults(ds, cfg)
-        if self.dataset_defaults:
-            self.cfg = cfg = dataclasses.replace(cfg, **self.dataset_defaults)
+        # The dataset's defaults: "auto" partition and model, and lr / local_epochs left at None
+        # (meta["run_defaults"], e.g. shakespeare's LEAF learning rate, else 0.05 / 2).
+        # Resolved into self.cfg, so that result()["config"] says what ran.
         scheme = self.partition_scheme = resolve_partition(cfg.partition, ds)
-        self.client_indices = [ix.to(self.device) for ix in partition_pool(ds, pool, cfg, scheme)]
         self.model_name = resolve_model(cfg.model, ds)
-        # "auto" fields resolved, so that result()["config"] says what ran
-        self.cfg = cfg = dataclasses.replace(cfg, partition=scheme, model=self.model_name)
+        self.cfg = cfg = dataclasses.replace(cfg, partition=scheme, model=self.model_name,
+                                             **dataset_run_defaults(ds, cfg))
+        self.client_indices = [ix.to(self.device) for ix in partition_pool(ds, pool, cfg, scheme)]
         self.model = build_model(self.model_name, ds.input_shape, ds.num_classes, seed=cfg.seed).to(self.device)
         self.personalized = bool(cfg.personalize or getattr(self.rule, "personalized", False))
         holdout = cfg.client_holdout or (0.2 if self.personalized else 0.0)
