@@ -1,4 +1,5 @@
 """dp: differential privacy for federated learning, accounted with Opacus.
+May import secagg (the oracles it wraps) and Opacus; never rfa, membership or protocols.
 
 - :mod:`dp.accounting`: epsilon and noise-for-epsilon through Opacus's RDP/PRV
   accountants (Mironov 2017; Abadi et al. 2016), composition of the releases of a round

@@ -125,8 +125,10 @@ def _check_epsilon(eps: float, name: str = "target_epsilon") -> float:
 # --------------------------------------------------------------------------- one-shot functions
 
 
-def _opacus_epsilon(history: Sequence[Tuple[float, float, int]], delta: float, accountant: str,
-                    eps_error: float = 0.01) -> float:
+def opacus_epsilon(history: Sequence[Tuple[float, float, int]], delta: float, accountant: str,
+                   eps_error: float = 0.01) -> float:
+    """Epsilon at ``delta`` of an Opacus ``history`` [(z, q, steps)] (heterogeneous steps compose;
+    steps <= 0 are ignored, z = 0 gives inf). Unchecked inputs: callers validate them first."""
     history = [(float(z), float(q), int(s)) for z, q, s in history if s > 0]
     if not history:
         return 0.0
@@ -152,7 +154,7 @@ def epsilon(noise_multiplier: float, sample_rate: float, steps: int, delta: floa
     q = check_sample_rate(sample_rate)
     steps = check_steps(steps)
     delta = check_delta(delta, n_records)
-    return _opacus_epsilon([(z, q, steps)], delta, check_accountant(accountant))
+    return opacus_epsilon([(z, q, steps)], delta, check_accountant(accountant))
 
 
 def noise_for_epsilon(target_epsilon: float, sample_rate: float, steps: int, delta: float, *,
@@ -176,7 +178,7 @@ def noise_for_epsilon(target_epsilon: float, sample_rate: float, steps: int, del
         raise ValueError(f"max_noise_multiplier={max_noise_multiplier!r} must be > 0")
     with warnings.catch_warnings():  # "optimal order is the largest alpha": expected at huge noise
         warnings.simplefilter("ignore", UserWarning)
-        at_max = _opacus_epsilon([(max_noise_multiplier, q, steps)], delta, accountant)
+        at_max = opacus_epsilon([(max_noise_multiplier, q, steps)], delta, accountant)
     if at_max > eps:
         hint = (" (the RDP accountant cannot certify epsilon below about log(1/delta)/(max order - 1) at any "
                 "noise; accountant='prv' can)" if accountant == "rdp" else "")
@@ -302,7 +304,7 @@ class PrivacyAccountant:
         if include_pending and self.pending:
             z = compose_noise_multipliers([r.noise_multiplier for r in self.pending])
             history = history + [(z, self.sample_rate, 1)]
-        return _opacus_epsilon(history, delta, self.mechanism)
+        return opacus_epsilon(history, delta, self.mechanism)
 
     def epsilon_without_sampling(self, delta: float) -> float:
         """Epsilon against an observer who knows every cohort (no amplification, q = 1).
@@ -314,7 +316,7 @@ class PrivacyAccountant:
         history = [(z, 1.0, s) for z, _, s in self.history]
         if self.pending:
             history.append((compose_noise_multipliers([r.noise_multiplier for r in self.pending]), 1.0, 1))
-        return _opacus_epsilon(history, delta, self.mechanism)
+        return opacus_epsilon(history, delta, self.mechanism)
 
     def to_dict(self, delta: Optional[float] = None) -> Dict[str, object]:
         out: Dict[str, object] = {

@@ -65,9 +65,8 @@ import torch
 
 from secagg import FixedPointEncoder, QuantizedOracle, SecureAverageOracle, SumResult, modular_sum, wrap_mod
 
-from .accounting import (PrivacyAccountant, _opacus_epsilon, check_accountant, check_clip, check_delta,
-                         check_noise_multiplier, check_sample_rate, compose_noise_multipliers,
-                         split_noise_multiplier)
+from .accounting import (PrivacyAccountant, check_accountant, check_clip, check_delta, check_noise_multiplier,
+                         check_sample_rate, compose_noise_multipliers, opacus_epsilon, split_noise_multiplier)
 from .discrete_gaussian import discrete_gaussian
 from .user_level import DEN_FRACTION, check_clipped, check_den_fraction, check_min_weight, clamp_denominator
 
@@ -400,4 +399,4 @@ def achieved_epsilon(noise_multiplier: float, expected_clients: int, survivors: 
             raise ValueError(f"round {r} has {s} survivors: the secure sum would have aborted")
         z = achieved_noise_multiplier(noise_multiplier, expected_clients, int(s))
         history.append((compose_noise_multipliers([z] * calls_per_round), q, 1))
-    return _opacus_epsilon(history, delta, accountant)
+    return opacus_epsilon(history, delta, accountant)

@@ -24,7 +24,7 @@ import argparse
 import json
 from typing import Dict, List, Optional, Sequence
 
-from protocols.audit import AuditConfig, audit_run_config, format_table, json_rows, run_audit
+from protocols.experiments.audit import AuditConfig, audit_run_config, format_table, json_rows, run_audit
 
 SETTINGS = {
     "fedavg / secagg off": (dict(rule="fedavg", secagg="off"), ("individual", "aggregate", "active")),

@@ -22,9 +22,10 @@ import argparse
 import time
 from typing import Dict, List, Sequence
 
-from protocols.cronus_audit import audit_cronus_and_fedavg
+from protocols.cronus import audit_cronus_and_fedavg
 from protocols.data import load_dataset
-from protocols.simulation import RunConfig, make_simulation
+from protocols.runner import make_simulation
+from protocols.simulation import RunConfig
 
 PRESETS = {
     "small": dict(t6_samples=10000, t6_public=2000, t6_rounds=5, t6_fedavg_rounds=10,

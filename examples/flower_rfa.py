@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from protocols import flower as F
+from protocols.integrations import flower as F
 from protocols.models import flat_params
 from protocols.simulation import RunConfig, Simulation
 

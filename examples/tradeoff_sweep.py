@@ -1,6 +1,6 @@
 """Privacy vs robustness on a small grid: FedAvg and RFA, benign and under a backdoor, with and without secagg and DP.
 
-Runs ``protocols.tradeoff`` (what ``fedaudit tradeoff`` runs) on 2 rules x 2 attacks x 2 DP
+Runs ``protocols.experiments.tradeoff`` (what ``fedaudit tradeoff`` runs) on 2 rules x 2 attacks x 2 DP
 settings x 2 secagg modes, one seed, 8 rounds, and prints the summary table. Expected: the
 server's membership-inference AUC is high on the individual view without secure aggregation
 and near 0.5 with it (it only holds the aggregate); user-level DP costs accuracy; Krum-like
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from protocols.tradeoff import aggregate, format_summary, make_grid, run_grid, write_csv, write_plots
+from protocols.experiments.tradeoff import aggregate, format_summary, make_grid, run_grid, write_csv, write_plots
 
 GRID = {"rules": ["fedavg", "rfa"], "attacks": ["none", "backdoor"], "corrupt": [0.2],
         "dp": ["none", "user-central:z=0.5"], "secagg": ["off", "quantized"], "seeds": [0],

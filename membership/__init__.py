@@ -1,4 +1,5 @@
-"""Membership inference: attacks on model views and their metrics (DESIGN.md, "membership").
+"""Membership inference: attacks on model views, on a federated server's views, and their metrics.
+May import torch, numpy and scikit-learn only: no other fedaudit package.
 
 Attacks take one or several *views* (an ``nn.Module``, or a module plus a flat
 parameter vector in ``model.parameters()`` order) and labelled target records
@@ -14,6 +15,8 @@ with scikit-learn.
   scored by :func:`active_scores`, :class:`LossDrop`, :class:`GradientNormDrop`.
 * :func:`split_targets` (attacker's prior knowledge) and :func:`run_attack`
   (split, fit, score, metrics) for audits.
+* :class:`ServerView`, :class:`TargetSet`, :func:`attack_server_view`: one attack on one
+  view a federated server holds, over pooled target clients (both protocols' audits).
 
 This package imports no other fedaudit package.
 """
@@ -25,6 +28,8 @@ from .features import (Features, find_last_layer, last_layer_gradients, outputs_
                        record_features)
 from .metrics import (MIAResult, auc, auc_confidence_interval, balanced_accuracy, best_threshold, evaluate_scores,
                       labels_for, roc, tpr_at_fpr)
+from .server_views import (PooledScore, PooledWhitebox, ServerView, TargetPool, TargetSet, attack_server_view,
+                           pooled_attack)
 from .split import TargetSplit, split_targets
 from .views import ModelView, Records, as_records, as_views, flatten_params, unflatten_params
 
@@ -41,6 +46,8 @@ __all__ = [
     "gradient_ascent", "active_scores",
     # split / evaluation
     "TargetSplit", "split_targets", "run_attack",
+    # server views of a federation, pooled targets
+    "ServerView", "TargetSet", "TargetPool", "PooledScore", "PooledWhitebox", "pooled_attack", "attack_server_view",
     # metrics
     "MIAResult", "evaluate_scores", "roc", "auc", "auc_confidence_interval", "tpr_at_fpr", "balanced_accuracy",
     "best_threshold", "labels_for",

@@ -1,4 +1,5 @@
 """rfa: the geometric median as an iterative secure aggregate (Robust Federated Aggregation).
+May import secagg (the oracle interface and the ClientUpdates handle) only.
 
 Pillutla, Kakade, Harchaoui, "Robust Aggregation for Federated Learning", IEEE TSP
 2022: :func:`smoothed_weiszfeld` (Algorithm 2) and :func:`one_step` (Algorithm 3).

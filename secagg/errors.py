@@ -6,7 +6,7 @@ class SecureAggregationViolation(RuntimeError):
     """A rule asked for individual client updates while secure aggregation is on.
 
     Under secure aggregation the server holds only what a secure-average oracle
-    returns (DESIGN.md, "what the server may see"); rules such as Krum or the
+    returns (docs/architecture.md, "The server-view contract"); rules such as Krum or the
     coordinate median need the individual updates and therefore cannot run.
     """
 

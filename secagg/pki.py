@@ -6,9 +6,10 @@ client obtained from a trusted third party before the protocol (the PKI). Client
 their advertised keys (Round 0) and the survivor set U3 (ConsistencyCheck), so the
 server can neither substitute keys nor tell different clients different stories.
 
-The "trusted third party" here is a deterministic derivation: client u's long-term key
-comes from (seed, u) and is the same for every protocol instance (long-term keys are
-not per instance; what they sign binds the instance). Signatures are Ed25519 from
+The "trusted third party" here is a deterministic derivation
+(:func:`secagg.secrets.long_term_signing_key`): client u's long-term key comes from
+(seed, u) and is the same for every protocol instance (long-term keys are not per
+instance; what they sign binds the instance). Signatures are Ed25519 from
 ``cryptography``.
 """
 from __future__ import annotations
@@ -18,10 +19,9 @@ from functools import lru_cache
 from typing import Any, Dict, Iterable, Mapping, Tuple
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from . import crypto
+from .secrets import long_term_signing_key
 
 __all__ = ["SimulatedPKI", "SIGNATURE_BYTES", "key_message", "survivors_message", "encode_clients",
            "decode_clients", "encode_signatures", "decode_signatures"]
@@ -80,13 +80,6 @@ def survivors_message(tag: bytes, survivors_blob: bytes) -> bytes:
     return b"fedaudit/secagg|consistency_check|" + tag + survivors_blob
 
 
-@lru_cache(maxsize=4096)
-def _signing_key(seed: int, client: int) -> Tuple[Ed25519PrivateKey, bytes]:
-    raw = crypto.hkdf(f"pki;seed={seed};client={client}".encode(), info=b"pki/ed25519")
-    key = Ed25519PrivateKey.from_private_bytes(raw)
-    return key, key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-
-
 class SimulatedPKI:
     """Verification keys d_u^PK of clients 0..n-1 (Bonawitz et al. 2017, Sec. 6.2, "PKI").
 
@@ -111,7 +104,7 @@ class SimulatedPKI:
     def _key(self, client: int):
         if not 0 <= client < self.n:
             raise ValueError(f"client {client} is not registered (clients are 0..{self.n - 1})")
-        return _signing_key(self.seed, client)
+        return long_term_signing_key(self.seed, client)
 
     def verification_key(self, client: int) -> Ed25519PublicKey:
         """d_u^PK of ``client`` as registered before the protocol."""

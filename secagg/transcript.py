@@ -1,6 +1,6 @@
 """What the server observed, call by call, kept apart from audit-only ground truth.
 
-DESIGN.md, "what the server may see": every oracle call appends one
+docs/architecture.md, "The server-view contract": every oracle call appends one
 :class:`OracleCall`. ``output``, ``revealed``, ``survivors`` and ``server_view``
 are what the server really holds; ``ground_truth`` (e.g. the effective weights
 w_i / sum w, which RFA's s-privacy of Definition 1 bounds) is for audits only and

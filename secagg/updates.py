@@ -1,6 +1,6 @@
 """The handle every aggregation rule receives instead of a matrix of updates.
 
-DESIGN.md, "what the server may see"; RFA paper, Sec. III-B, Definition 1
+docs/architecture.md, "The server-view contract"; RFA paper, Sec. III-B, Definition 1
 (iterative secure aggregate): in each oracle call every client computes a
 scalar weight and, if the rule needs it, a transformed vector from its own
 update and the server's broadcast; the oracle returns the weighted average.

@@ -1,11 +1,11 @@
-"""Adversarial regularization (protocols.advreg; Nasr, Shokri, Houmansadr CCS 2018) in local training."""
+"""Adversarial regularization (protocols.clients.advreg; Nasr, Shokri, Houmansadr CCS 2018) in local training."""
 import copy
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from protocols.advreg import AdvRegParty, InferenceModel
+from protocols.clients import AdvRegParty, InferenceModel
 from protocols.models import build_model, flat_params
 from protocols.simulation import RunConfig, Simulation
 

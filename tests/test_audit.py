@@ -1,4 +1,4 @@
-"""protocols.audit: membership audits of the server's real views (`fedaudit audit`)."""
+"""protocols.experiments.audit: membership audits of the server's real views (`fedaudit audit`)."""
 import json
 
 import pytest
@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 import membership as M
-from protocols import audit as A
+from protocols.experiments import audit as A
 from protocols.cli import main
 from protocols.simulation import RunConfig
 
@@ -109,36 +109,16 @@ def test_audit_is_seeded():
 # -- pooling targets of several clients, each through its own views ---------------------------
 
 
-def test_pooled_attacks_score_each_record_on_its_own_clients_view():
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(6, 3))
-    flat = M.flatten_params(model)
-    v0, v1 = flat, flat + 0.3 * torch.randn_like(flat)
-    x, y = torch.randn(10, 6), torch.randint(0, 3, (10,))
-    group = torch.tensor([0, 1, 1, 0, 1, 0, 0, 1, 1, 0])
-    pool = A._Pool(x, y, group, [[M.ModelView(model, v0)], [M.ModelView(model, v1)]])
-    idx = torch.tensor([7, 2, 0, 9, 4])
-    got = A._pooled_attack("loss", pool, {}, 0).score(pool.views[0], M.Records(idx, y[idx]))
-    want = torch.stack([M.LossThreshold().score((model, v1 if group[i] else v0), (x[i:i + 1], y[i:i + 1]))[0]
-                        for i in idx.tolist()])
-    torch.testing.assert_close(got, want)
-    wb = A._pooled_attack("whitebox", pool, {"epochs": 1}, 0)
-    f = wb.features(pool.views[0], M.Records(idx, y[idx]))
-    for j, i in enumerate(idx.tolist()):
-        ref = M.record_features((model, v1 if group[i] else v0), (x[i:i + 1], y[i:i + 1]))
-        torch.testing.assert_close(f.grad[j], ref.grad[0])
-        torch.testing.assert_close(f.loss[j], ref.loss[0])
-
-
 def test_pooled_shared_view_equals_run_attack_on_the_union():
     """With one view for every target the pooled audit is exactly membership.run_attack."""
     col = A._collect(A.AuditConfig(run=_small(), attacks=("loss",), views=("aggregate",), n_bootstrap=50),
                      lambda *a, **k: None)
     cfg = A.AuditConfig(run=_small(), attacks=("loss",), n_bootstrap=50)
-    res = A._attack(col, col.views[0], "loss", cfg)
-    n = col.n_members
+    res = M.attack_server_view(col.model, col.views[0], col.records, "loss", known_fraction=cfg.known_fraction,
+                               seed=cfg.seed, n_bootstrap=cfg.n_bootstrap)
+    n, r = col.records.n_members, col.records
     b, o = col.views[0].models[0]
-    ref = M.run_attack("loss", [(col.model, b), (col.model, o)], (col.x[:n], col.y[:n]), (col.x[n:], col.y[n:]),
+    ref = M.run_attack("loss", [(col.model, b), (col.model, o)], (r.x[:n], r.y[:n]), (r.x[n:], r.y[n:]),
                        known_fraction=0.5, seed=0, n_bootstrap=50)
     assert res.auc == ref.auc and res.accuracy == ref.accuracy and res.auc_ci == ref.auc_ci
 

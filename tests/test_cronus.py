@@ -5,10 +5,11 @@ import json
 import pytest
 import torch
 
-from protocols.aggregators import make_rule
+from protocols.rules import make_rule
 from protocols.cli import main
 from protocols.cronus import CronusSimulation, robustfilter_batched
-from protocols.simulation import RunConfig, make_simulation
+from protocols.runner import make_simulation
+from protocols.simulation import RunConfig
 from secagg import ClientUpdates, SecureAggregationViolation
 
 TINY = dict(protocol="cronus", dataset="digits", clients=6, partition="iid", model="logreg", rounds=2,

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from protocols.data import load_dataset, partition
-from protocols.data_disk import read_idx
-from protocols.data_shakespeare import ALPHABET, OOV, build_examples, encode, parse_play
+from protocols.data.disk import read_idx
+from protocols.data.shakespeare import ALPHABET, OOV, build_examples, encode, parse_play
 
 
 # --------------------------------------------------------------------------- IDX (MNIST family)

@@ -1,4 +1,4 @@
-"""Flower integration (protocols.flower): the strategy adapter, RFA over Flower's SecAgg+,
+"""Flower integration (protocols.integrations.flower): the strategy adapter, RFA over Flower's SecAgg+,
 and equality with fedaudit's own simulation. Needs the optional extra ``flower``."""
 import numpy as np
 import pytest
@@ -8,8 +8,9 @@ pytest.importorskip("flwr")
 
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays  # noqa: E402
 
-from protocols import flower as F  # noqa: E402
-from protocols.aggregators import make_rule  # noqa: E402
+from protocols.integrations import flower as F  # noqa: E402
+from protocols.integrations.flower.common import to_flat, unflatten  # noqa: E402
+from protocols.rules import make_rule  # noqa: E402
 from protocols.clients import batch_schedule  # noqa: E402
 from protocols.models import flat_params  # noqa: E402
 from protocols.simulation import RunConfig, Simulation  # noqa: E402
@@ -19,7 +20,7 @@ SHAPES = [(3, 2), (2,)]
 
 
 def _fitres(flat, n):
-    arrays = F._unflatten(np.asarray(flat, dtype=np.float32), SHAPES)
+    arrays = unflatten(np.asarray(flat, dtype=np.float32), SHAPES)
     return FitRes(Status(Code.OK, ""), ndarrays_to_parameters(arrays), int(n), {})
 
 
@@ -35,9 +36,9 @@ def _setup(seed=0, n=5):
 @pytest.mark.parametrize("rule,args", [("fedavg", {}), ("krum", {"f": 1}), ("median", {})])
 def test_strategy_applies_the_rule_to_revealed_deltas(rule, args):
     init, models, counts = _setup()
-    strat = F.FedauditStrategy(rule, args, initial_parameters=F._unflatten(init.numpy(), SHAPES), min_clients=5)
+    strat = F.FedauditStrategy(rule, args, initial_parameters=unflatten(init.numpy(), SHAPES), min_clients=5)
     params, metrics = strat.aggregate_fit(1, [(None, _fitres(m, c)) for m, c in zip(models, counts)], [])
-    got = torch.as_tensor(F._to_flat(parameters_to_ndarrays(params)))
+    got = torch.as_tensor(to_flat(parameters_to_ndarrays(params)))
     expect = init + make_rule(rule, **args)(ClientUpdates(models - init, num_samples=counts))
     assert torch.allclose(got, expect, atol=1e-6)
     assert metrics["clients"] == 5 and strat.transcript.reveals   # the server held every update
@@ -53,11 +54,11 @@ def test_strategy_under_secaggplus_uses_the_one_average_and_refuses_more():
     init, models, counts = _setup()
     avg = (counts[:, None] * models).sum(0) / counts.sum()   # what SecAggPlusWorkflow hands over
     results = [(None, _fitres(avg, c)) for c in counts]
-    strat = F.FedauditStrategy("fedavg", initial_parameters=F._unflatten(init.numpy(), SHAPES), secure=True)
+    strat = F.FedauditStrategy("fedavg", initial_parameters=unflatten(init.numpy(), SHAPES), secure=True)
     params, _ = strat.aggregate_fit(1, results, [])
-    assert torch.allclose(torch.as_tensor(F._to_flat(parameters_to_ndarrays(params))), avg, atol=1e-6)
+    assert torch.allclose(torch.as_tensor(to_flat(parameters_to_ndarrays(params))), avg, atol=1e-6)
     assert not strat.transcript.reveals
-    rfa = F.FedauditStrategy("rfa", initial_parameters=F._unflatten(init.numpy(), SHAPES), secure=True)
+    rfa = F.FedauditStrategy("rfa", initial_parameters=unflatten(init.numpy(), SHAPES), secure=True)
     with pytest.raises(SecureAggregationViolation, match="one num_examples-weighted average"):
         rfa.aggregate_fit(1, results, [])
 

@@ -1,6 +1,6 @@
 """MaskedOracle: the masked protocol behind the secure-average interface.
 
-Invariant (DESIGN.md, secagg): the masked protocol returns exactly the quantized
+Invariant (docs/architecture.md, secagg): the masked protocol returns exactly the quantized
 plaintext sum of the survivors, so with no dropouts MaskedOracle == QuantizedOracle
 bit for bit, and with dropouts it is the quantized weighted average over U3.
 """

@@ -349,3 +349,27 @@ def test_whitebox_paper_configuration_leaks(overfit):
     r = M.run_attack(M.WhiteboxAttack(epochs=100, seed=1), model, mem, non, known_fraction=0.7, seed=1,
                      n_bootstrap=1000)
     assert r.auc > 0.6
+
+
+# -- pooled targets of several clients, each through its own views (membership.server_views) --
+
+
+def test_pooled_attacks_score_each_record_on_its_own_clients_view():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(6, 3))
+    flat = M.flatten_params(model)
+    v0, v1 = flat, flat + 0.3 * torch.randn_like(flat)
+    x, y = torch.randn(10, 6), torch.randint(0, 3, (10,))
+    group = torch.tensor([0, 1, 1, 0, 1, 0, 0, 1, 1, 0])
+    pool = M.TargetPool(x, y, group, [[M.ModelView(model, v0)], [M.ModelView(model, v1)]])
+    idx = torch.tensor([7, 2, 0, 9, 4])
+    got = M.pooled_attack("loss", pool, {}, 0).score(pool.views[0], M.Records(idx, y[idx]))
+    want = torch.stack([M.LossThreshold().score((model, v1 if group[i] else v0), (x[i:i + 1], y[i:i + 1]))[0]
+                        for i in idx.tolist()])
+    torch.testing.assert_close(got, want)
+    wb = M.pooled_attack("whitebox", pool, {"epochs": 1}, 0)
+    f = wb.features(pool.views[0], M.Records(idx, y[idx]))
+    for j, i in enumerate(idx.tolist()):
+        ref = M.record_features((model, v1 if group[i] else v0), (x[i:i + 1], y[i:i + 1]))
+        torch.testing.assert_close(f.grad[j], ref.grad[0])
+        torch.testing.assert_close(f.loss[j], ref.loss[0])

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from protocols import reproduce as R
+from protocols.experiments import reproduce as R
 from protocols.cli import main
 
 

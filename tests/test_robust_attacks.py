@@ -5,8 +5,8 @@ from statistics import NormalDist
 import pytest
 import torch
 
-from protocols.aggregators import make_rule
-from protocols.aggregators.krum import krum_select
+from protocols.rules import make_rule
+from protocols.rules.krum import krum_select
 from protocols.attacks import ATTACKS, AttackView, make_attack
 from secagg import ClientUpdates
 

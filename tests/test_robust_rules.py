@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import secagg
-from protocols.aggregators import RULES, make_rule
-from protocols.aggregators._common import coordinate_median, pairwise_sq_distances
-from protocols.aggregators.mixtailor import CLASSES, aggregate_member
+from protocols.rules import RULES, make_rule
+from protocols.rules.common import coordinate_median, pairwise_sq_distances
+from protocols.rules.mixtailor import CLASSES, aggregate_member
 from secagg import ClientUpdates, PlaintextOracle, QuantizedOracle, SecureAggregationViolation
 
 

@@ -1,5 +1,5 @@
 """The actively secure variant (Bonawitz et al. 2017, Fig. 4 with the red parts; Sec. 6.2)
-and the malicious-server strategies of secagg.adversary.
+and the malicious-server strategies of secagg.protocol.adversary.
 
 Every strategy must end in a detected violation, a clean abort or the exact sum, and the
 server must never hold an individual input unmasked when active security is on. The

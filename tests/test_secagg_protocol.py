@@ -447,12 +447,12 @@ def test_prg_is_uniform_words_mod_m():
 @pytest.mark.parametrize("bits", [12, 32, 40, 64])
 def test_device_path_matches_host_path(monkeypatch, bits):
     """The path for inputs on an accelerator (masks moved to the device), run on the CPU."""
-    import secagg.protocol as P
+    import secagg.protocol.dataplane as P
 
     x = _values(9, 3000, bits)
     kw = dict(modulus_bits=bits, threshold=6, dropouts={"masked_input": [2], "unmasking": [4]}, neighbors=4)
     host = run_protocol(x, **kw)
-    monkeypatch.setattr(P, "_HOST_FAST_PATH", False)
+    monkeypatch.setattr(P, "HOST_FAST_PATH", False)
     dev = run_protocol(x.clone(), **kw)
     over = run_protocol(x.clone(), overwrite=True, **kw)
     assert torch.equal(host.total, dev.total) and torch.equal(host.masked_inputs, dev.masked_inputs)

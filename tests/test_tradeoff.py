@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from protocols import tradeoff as T
+from protocols.experiments import tradeoff as T
+from protocols.experiments.tradeoff import cells as tradeoff_cells
 from protocols.cli import main
 
 TINY_RUN = {"rounds": 1, "clients": 6, "local_epochs": 1}
@@ -149,7 +150,7 @@ def test_resume_skips_finished_cells_and_reruns_failed(tmp_path, monkeypatch):
         return {**{k: cell[k] for k in ("key", "rule", "attack", "corrupt", "dp", "secagg", "seed")},
                 "status": "ok", "reason": "", "metrics": {m: 0.7 for m in T.METRICS}, "views": {}}
 
-    monkeypatch.setattr(T, "run_cell", fake)
+    monkeypatch.setattr(tradeoff_cells, "run_cell", fake)   # looked up by run_grid
     res = T.run_grid(g, tmp_path, progress=False)
     assert calls == [cells[1]["key"], cells[2]["key"]]      # finished cell skipped, failed one rerun
     assert [r["metrics"]["accuracy"] for r in res] == [0.5, 0.7, 0.7]

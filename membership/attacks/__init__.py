@@ -1,4 +1,5 @@
 """Membership attacks behind one interface (:class:`MembershipAttack`) and a registry.
+May import membership's views, features and metrics; nothing outside membership.
 
 =====================  ==========================================================
 name                   attack

@@ -12,7 +12,7 @@ from typing import Optional
 
 import torch
 
-from ._common import n_selected
+from .common import n_selected
 from .base import Attack, AttackView, register_attack
 
 Tensor = torch.Tensor

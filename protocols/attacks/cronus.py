@@ -5,7 +5,7 @@ import math
 from dataclasses import dataclass
 from statistics import NormalDist
 
-from ._common import honest_of, n_selected
+from .common import honest_of, n_selected
 from .base import Attack, AttackView, register_attack
 
 

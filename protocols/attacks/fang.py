@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..aggregators._common import pairwise_sq_distances
-from ..aggregators.krum import krum_max_f, krum_scores
-from ._common import clean_of, honest_of, n_selected, rand_like_on
+from ..rules.common import pairwise_sq_distances
+from ..rules.krum import krum_max_f, krum_scores
+from .common import clean_of, honest_of, n_selected, rand_like_on
 from .base import Attack, AttackView, register_attack
 
 Tensor = torch.Tensor

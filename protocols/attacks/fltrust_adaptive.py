@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._common import clean_of, honest_of
+from .common import clean_of, honest_of
 from .base import Attack, AttackView, register_attack
 from .fang import fang_trim
 

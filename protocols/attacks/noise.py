@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._common import randn_like_on
+from .common import randn_like_on
 from .base import Attack, AttackView, register_attack
 
 

@@ -7,7 +7,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from ._common import clean_of, honest_of, replay_rule
+from .common import clean_of, honest_of, replay_rule
 from .base import Attack, AttackView, register_attack
 
 Tensor = torch.Tensor
@@ -97,8 +97,8 @@ class Tailored(Attack):
         if rule is None or getattr(rule, "needs_server_update", False):
             return [lambda r, w: r.mean(dim=0)]
         if getattr(rule, "name", "") == "mixtailor":
-            from ..aggregators.krum import resolve_bulyan_f
-            from ..aggregators.mixtailor import aggregate_member
+            from ..rules.krum import resolve_bulyan_f
+            from ..rules.mixtailor import aggregate_member
             pool = rule.pool()
             k = max(1, int(self.pool_samples))
             picks = torch.randint(len(pool), (k,), generator=view.generator, device=view.generator.device)

@@ -24,7 +24,7 @@ from protocols.clients import LocalTraining, train_loop, train_vmap
 from protocols.data import load_digits, partition_iid
 from protocols.models import build_model, flat_params
 
-from . import add_ratios, time_interleaved
+from .timing import add_ratios, time_interleaved
 
 
 def run(*, quick: bool = False, device: str = "cpu", clients: Optional[int] = None) -> List[dict]:

@@ -26,7 +26,7 @@ from protocols.clients import LocalTraining, train_loop
 from protocols.data import load_digits
 from protocols.models import build_model, flat_params
 
-from . import add_ratios, time_interleaved
+from .timing import add_ratios, time_interleaved
 
 
 def run(*, quick: bool = False, device: str = "cpu") -> List[dict]:

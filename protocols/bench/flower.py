@@ -1,7 +1,7 @@
 """Flower's SecAgg+ against fedaudit's masked protocol, same n and d (``--with-flower``).
 
 Measured side by side in one run, one process, no network (both simulate every client
-in turn; Flower's messages go through :class:`protocols.flower.InProcessGrid`, so Ray
+in turn; Flower's messages go through :class:`protocols.integrations.flower.InProcessGrid`, so Ray
 and serialization are not timed):
 
 - ``fedaudit masked protocol``: :func:`secagg.run_protocol` on pre-encoded inputs in
@@ -34,7 +34,7 @@ import torch
 from secagg import MaskedOracle, run_protocol
 from secagg.graph import default_degree
 
-from . import add_ratios, time_median
+from .timing import add_ratios, time_median
 
 STAGES = ("setup", "share keys", "collect masked vectors", "unmask")
 
@@ -55,7 +55,7 @@ def _flower_round(n: int, d: int, k: int, share_threshold: int, x: np.ndarray, r
     import flwr.compat.common.recorddict_compat as compat
     from flwr.app import ConfigRecord
 
-    from ..flower import InProcessGrid
+    from protocols.integrations.flower import InProcessGrid
 
     class _Client(NumPyClient):
         def __init__(self, row):

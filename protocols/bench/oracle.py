@@ -16,7 +16,7 @@ import torch
 
 from secagg import PlaintextOracle, QuantizedOracle
 
-from . import add_ratios, sizes, time_interleaved
+from .timing import add_ratios, sizes, time_interleaved
 
 
 def run(*, quick: bool = False, device: str = "cpu", clients: Optional[int] = None,

@@ -19,7 +19,7 @@ from typing import Dict, List, Optional
 
 import torch
 
-from . import PEERS, ROW_KEYS
+from .suites import PEERS, ROW_KEYS
 
 _GOAL = re.compile(r"^\s*(<=|>=|<|>)\s*([0-9]*\.?[0-9]+(?:e-?[0-9]+)?)")
 _SUITE_TEXT = {

@@ -22,7 +22,7 @@ import secagg
 from rfa import smoothed_weiszfeld
 from secagg import ClientUpdates, MaskedOracle, PlaintextOracle, QuantizedOracle
 
-from . import add_ratios, sizes, time_median
+from .timing import add_ratios, sizes, time_median
 
 try:  # optional extra: the paper authors' implementation, for comparison only
     from geom_median.torch import compute_geometric_median

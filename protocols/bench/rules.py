@@ -20,8 +20,8 @@ import torch
 
 from secagg import ClientUpdates, Transcript
 
-from ..aggregators import make_rule
-from . import add_ratios, sizes, time_median
+from protocols.rules import make_rule
+from .timing import add_ratios, sizes, time_median
 
 F = 10
 BETA = 0.1

@@ -42,7 +42,7 @@ from secagg import MaskedOracle, PlaintextOracle, QuantizedOracle, run_protocol
 from secagg.crypto import PRG_CIPHER, keystream_seconds
 from secagg.graph import default_degree
 
-from . import add_ratios, time_median
+from .timing import add_ratios, time_median
 
 
 def _peak_rss_mb() -> Optional[float]:
