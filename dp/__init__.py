@@ -1,13 +1,18 @@
 """dp: differential privacy for federated learning, accounted with Opacus.
 May import secagg (the oracles it wraps) and Opacus; never rfa, membership or protocols.
 
-- :mod:`dp.accounting`: epsilon and noise-for-epsilon through Opacus's RDP/PRV
-  accountants (Mironov 2017; Abadi et al. 2016), composition of the releases of a round
-  (:class:`PrivacyAccountant`), input checks.
+- :mod:`dp.accounting`: epsilon and noise-for-epsilon through Opacus's PRV (default)
+  and RDP accountants (Gopi et al. 2021; Mironov 2017; Abadi et al. 2016), the Zhu-Wang
+  2019 subsampled RDP bound for the discrete mechanisms, composition of the releases of a
+  round (:class:`PrivacyAccountant`), input checks.
+- :mod:`dp.noise`: where DP randomness comes from: the OS CSPRNG (:class:`SecureRandom`),
+  seeded streams keyed by (seed, round, call) only on request.
+- :mod:`dp.grid`: the discrete Gaussian on a fine grid for float sums (no floating-point
+  leak; accounted as the Gaussian).
 - :mod:`dp.record_level`: DP-SGD local training per client via Opacus's
   ``PrivacyEngine`` (Abadi et al. 2016), one persistent accountant per client.
-- :mod:`dp.user_level`: user-level DP-FedAvg with central Gaussian noise (McMahan et
-  al. 2018), clipping, and :class:`CentralDPOracle`.
+- :mod:`dp.user_level`: user-level DP-FedAvg with central noise (McMahan et al. 2018),
+  clipping, Poisson cohorts, and :class:`CentralDPOracle`.
 - :mod:`dp.discrete_gaussian`: exact discrete Gaussian sampler (Canonne, Kamath,
   Steinke 2020).
 - :mod:`dp.distributed`: distributed discrete Gaussian under secure aggregation
@@ -18,9 +23,12 @@ May import secagg (the oracles it wraps) and Opacus; never rfa, membership or pr
 
 Imports only ``secagg`` (and Opacus).
 """
-from .accounting import (ACCOUNTANTS, PrivacyAccountant, check_clip, check_delta, check_noise_multiplier,
-                         check_sample_rate, compose_noise_multipliers, epsilon, noise_for_epsilon,
-                         split_noise_multiplier)
+from .accounting import (ACCOUNTANTS, DEFAULT_ACCOUNTANT, MECHANISMS, PrivacyAccountant, check_clip, check_delta,
+                         check_noise_multiplier, check_sample_rate, compose_noise_multipliers, discrete_epsilon,
+                         epsilon, noise_for_epsilon, split_noise_multiplier, subsampled_rdp_bound)
+from .noise import (CSPRNG_LABEL, SEEDED_LABEL, SecureRandom, bernoulli_cohort, noise_label, noise_rng,
+                    os_seeded_torch_generator)
+from .grid import GridPlan, grid_plan, grid_release
 from .discrete_gaussian import (discrete_gaussian, discrete_gaussian_pmf, discrete_gaussian_variance,
                                 discrete_laplace)
 from .distributed import (DistributedDPOracle, DistributedPlan, NoisySum, achieved_epsilon,
@@ -37,8 +45,12 @@ from .user_level import (DEN_FRACTION, CentralDPOracle, ClipResult, DPFedAvgResu
 
 __all__ = [
     # accounting
-    "ACCOUNTANTS", "PrivacyAccountant", "epsilon", "noise_for_epsilon", "compose_noise_multipliers",
-    "split_noise_multiplier", "check_clip", "check_delta", "check_noise_multiplier", "check_sample_rate",
+    "ACCOUNTANTS", "DEFAULT_ACCOUNTANT", "MECHANISMS", "PrivacyAccountant", "epsilon", "noise_for_epsilon",
+    "compose_noise_multipliers", "split_noise_multiplier", "check_clip", "check_delta", "check_noise_multiplier",
+    "check_sample_rate", "subsampled_rdp_bound", "discrete_epsilon",
+    # noise sources, the grid
+    "SecureRandom", "noise_rng", "noise_label", "os_seeded_torch_generator", "bernoulli_cohort", "CSPRNG_LABEL",
+    "SEEDED_LABEL", "GridPlan", "grid_plan", "grid_release",
     # user level (central)
     "clip_updates", "ClipResult", "check_clipped", "sensitivity", "dp_fedavg", "DPFedAvgResult",
     "user_level_epsilon", "user_level_noise_for_epsilon", "poisson_cohort", "DEN_FRACTION", "check_den_fraction",

@@ -12,7 +12,9 @@ rational a/b (a float is converted exactly, as the dyadic rational it is), every
 is a comparison of a uniform integer with an integer threshold, and the acceptance
 exponent gamma = (|Y| b t - a)^2 / (2 a b t^2) is computed in Python integers (numpy
 object arrays, arbitrary precision), so the samples follow N_Z(0, a/b) exactly, given
-a perfect uniform source (numpy's ``Generator.integers``). Bernoulli(p) for a p whose
+a perfect uniform source: the DP oracles pass :class:`dp.SecureRandom` (exactly uniform
+integers from the OS CSPRNG); a seeded ``numpy.random.Generator`` gives reproducible draws
+(tests, paired experiments). Bernoulli(p) for a p whose
 denominator exceeds int64 compares 62 uniform bits with the first 62 bits of p and,
 on the (probability 2^-62) tie, refines bit block by bit block, so it stays exact.
 
@@ -30,6 +32,8 @@ from numbers import Integral, Rational
 from typing import Tuple, Union
 
 import numpy as np
+
+from .noise import SecureRandom
 
 SigmaSq = Union[int, float, Fraction]
 
@@ -53,9 +57,10 @@ def _as_fraction(sigma2: SigmaSq, name: str = "sigma^2") -> Fraction:
 
 
 def _check_rng(rng) -> np.random.Generator:
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng must be a numpy.random.Generator (e.g. numpy.random.default_rng(seed)), "
-                        f"got {type(rng).__name__}")
+    if not isinstance(rng, (np.random.Generator, SecureRandom)):
+        raise TypeError(f"rng must be a dp.SecureRandom (the OS CSPRNG, for DP noise) or a seeded "
+                        f"numpy.random.Generator (numpy.random.default_rng(seed), for tests and paired "
+                        f"experiments), got {type(rng).__name__}")
     return rng
 
 
@@ -186,8 +191,9 @@ def discrete_gaussian(sigma2: SigmaSq, size: Union[int, Tuple[int, ...]], rng: n
     P(x) proportional to exp(-x^2 / (2 sigma2)) for x in Z. ``sigma2`` is the scale
     parameter sigma^2 (an int, a :class:`fractions.Fraction`, or a float taken as its
     exact rational value); the variance is slightly below it for small sigma (see
-    :func:`discrete_gaussian_variance`). ``rng`` is an explicit, seeded
-    ``numpy.random.Generator``: the same seed gives the same draws.
+    :func:`discrete_gaussian_variance`). ``rng`` is :class:`dp.SecureRandom` (the OS
+    CSPRNG: what DP noise must use) or a seeded ``numpy.random.Generator`` (the same seed
+    gives the same draws).
 
     Algorithm 3: t = floor(sigma) + 1; repeat Y ~ Lap_Z(t) until
     Bernoulli(exp(-(|Y| - sigma^2/t)^2 / (2 sigma^2))). The exponent is the rational

@@ -39,11 +39,13 @@ Accounting (what is used, exactly)
   Opacus. tau is implemented, not dropped (it is below 1e-30 once sigma_c >= 3, i.e.
   always at the scales chosen here). A noisy total weight is a second block with its
   own Delta and sigma_c; the two compose as 1/z^2 = 1/z_num^2 + 1/z_den^2.
-- Rounds with sampling (q < 1): the round's z_eff goes into Opacus's sampled-Gaussian
-  RDP. That treats the sum of discrete Gaussians as the Gaussian it is
-  RDP-equivalent to; KLS instead apply the general subsampling bound of Zhu and Wang
-  2019 to Prop. 14. Exact for q = 1; an approximation for q < 1 (the one KLS call the
-  Gaussian approximation, error vanishing with tau).
+- Rounds with sampling (q < 1): Prop. 14 bounds the RDP only, so the round's z_eff is
+  accounted with the general subsampling bound of Zhu and Wang 2019 (Theorem 5), as
+  KLS and Google's distributed_dp accounting do (``PrivacyAccountant(mechanism=
+  "discrete")``, :mod:`dp.accounting`): a provable bound, about 20-50% above the sampled
+  Gaussian's RDP (docs/dp.md); Opacus's PRV accountant does not apply (it needs the mechanism's privacy-loss
+  distribution). :meth:`dp.PrivacyAccountant.gaussian_estimate` gives the number the
+  continuous sampled Gaussian of the same z_eff would have: an estimate, not a guarantee.
 - Adjacency: a user's contribution is replaced by zero while it still takes part
   (zero-out; Kairouz, McMahan et al. 2021): under secure aggregation the server sees
   who takes part, so DP here protects what a user sent, not whether it sent.
@@ -53,6 +55,16 @@ Accounting (what is used, exactly)
 - Dropouts: only the survivors' noise is in the sum, so each call accounts z_eff with
   the actual number of survivors (:meth:`DistributedPlan.noise_multiplier_for`,
   :func:`achieved_epsilon`); fewer survivors, larger epsilon.
+- Corrupt clients: a corrupted client may add no noise (or subtract what it knows of
+  its own), so only honest survivors' shares count: the simulation marks the cohort's
+  corrupted rows (:meth:`DistributedDPOracle.set_cohort`), those rows add no noise, and
+  z_eff is that of the honest survivors (the victim is honest). The count of honest
+  noise shares in a call is treated as fixed and independent of the data, as KLS and
+  Google treat the number of clients.
+- Noise source: the OS CSPRNG (:class:`dp.SecureRandom`), or with ``seeded_noise=True``
+  ``numpy.random.default_rng([seed, 2, round, call])``: the draws depend on (seed,
+  round, call) and the plan (bits, n, d), not on the secure-sum backend, so a quantized
+  and a masked run of one seed draw the same shares.
 """
 from __future__ import annotations
 
@@ -65,10 +77,13 @@ import torch
 
 from secagg import FixedPointEncoder, QuantizedOracle, SecureAverageOracle, SumResult, modular_sum, wrap_mod
 
-from .accounting import (PrivacyAccountant, check_accountant, check_clip, check_delta, check_noise_multiplier,
-                         check_sample_rate, compose_noise_multipliers, opacus_epsilon, split_noise_multiplier)
+from .accounting import (DEFAULT_ACCOUNTANT, PrivacyAccountant, check_accountant, check_clip, check_delta,
+                         check_mechanism, check_noise_multiplier, check_sample_rate, compose_noise_multipliers,
+                         history_epsilon, split_noise_multiplier)
 from .discrete_gaussian import discrete_gaussian
-from .user_level import DEN_FRACTION, check_clipped, check_den_fraction, check_min_weight, clamp_denominator
+from .noise import STREAM_DISTRIBUTED, check_seeded, noise_rng
+from .user_level import (DEN_FRACTION, check_clipped, check_den_fraction, check_min_weight, check_public_weight_bound,
+                         clamp_denominator)
 
 Tensor = torch.Tensor
 
@@ -210,14 +225,15 @@ class NoisySum:
     server_view: Dict[str, Any]
 
 
-def _noise_rng(seed) -> np.random.Generator:
-    return np.random.default_rng(seed)
-
-
 def noisy_sum(payload: Tensor, p: DistributedPlan, *, rounding_generator=None,
-              noise_rng: np.random.Generator, sum_encoded=None, rounding: str = "stochastic") -> NoisySum:
+              noise_rng, sum_encoded=None, rounding: str = "stochastic",
+              noiseless: Optional[Tensor] = None) -> NoisySum:
     """Clients encode ``payload`` [n, D] with the plan's scales, add discrete Gaussian noise, sum mod M.
 
+    ``noise_rng``: :class:`dp.SecureRandom` or a seeded ``numpy.random.Generator``.
+    ``noiseless`` [n] bool marks corrupted clients, which add no noise (their shares are
+    drawn, then zeroed, so the honest clients' draws do not depend on who is corrupt); the
+    achieved z_eff counts the honest survivors only.
     ``sum_encoded(encoded) -> (total, survivors, view)`` is the secure-sum backend
     (default: the exact modular sum over all rows). Raises if the survivors' sum would
     have wrapped (probability ~ 2 exp(-tail^2/2) per coordinate).
@@ -236,6 +252,13 @@ def noisy_sum(payload: Tensor, p: DistributedPlan, *, rounding_generator=None,
     noise_np[:, :dv] = discrete_gaussian(p.vector.sigma_client ** 2, (n, dv), noise_rng)
     if p.weight is not None:
         noise_np[:, dv:] = discrete_gaussian(p.weight.sigma_client ** 2, (n, 1), noise_rng)
+    honest = np.ones(n, dtype=bool)
+    if noiseless is not None:
+        bad = torch.as_tensor(noiseless, dtype=torch.bool).reshape(-1).cpu().numpy()
+        if bad.shape != (n,):
+            raise ValueError(f"noiseless must have one entry per client ({n}), got shape {bad.shape}")
+        honest = ~bad
+        noise_np[bad] = 0
     noise = torch.from_numpy(noise_np).to(payload.device)
     noisy = wrap_mod(encoded + noise, p.bits)   # int64 addition wraps mod 2^64 for bits = 64
     if sum_encoded is None:
@@ -253,7 +276,9 @@ def noisy_sum(payload: Tensor, p: DistributedPlan, *, rounding_generator=None,
     if not torch.equal(enc.to_signed(wrap_mod(total, p.bits)), exact):
         raise RuntimeError("secure sum disagrees with the exact sum of the noisy encodings")  # pragma: no cover
     decoded = enc.decode(total)
-    z_eff = p.noise_multiplier_for(len(survivors))
+    n_honest = int(honest[list(survivors)].sum()) if len(survivors) else 0
+    # no honest survivor: no honest user's data is in the sum, nothing to account
+    z_eff = p.noise_multiplier_for(n_honest) if n_honest else math.inf
     return NoisySum(total, decoded, encoded, noise, list(survivors), enc, p, z_eff, view)
 
 
@@ -278,10 +303,17 @@ class DistributedDPOracle(SecureAverageOracle):
         coordinate is not even sent.
     tail : float
         No-wrap margin in standard deviations of the summed noise.
-    seed : int
-        Seeds the clients' noise (numpy PCG64; sampled on the CPU, moved to the device).
+    weight_bound : float
+        Public bound B on every weight (u_i = w_i / B); a call's own ``weight_bound``
+        overrides it; None (the data-dependent largest weight) is refused.
+    seeded_noise, seed : bool, int
+        Noise from the OS CSPRNG (default), or seeded by (seed, round, call) for paired
+        experiments (module docstring); sampled on the CPU, moved to the device.
     keep_last : bool
         Keep the last call's :class:`NoisySum` (encodings and noise) in ``last_sum`` (tests).
+
+    :meth:`set_cohort` marks the corrupted clients of the current cohort (they add no
+    noise and their shares are not counted).
     """
 
     name = "distributed-dp"
@@ -289,7 +321,8 @@ class DistributedDPOracle(SecureAverageOracle):
     def __init__(self, base: Optional[QuantizedOracle] = None, *, clip: float, noise_multiplier: float,
                  expected_clients: Optional[int] = None, accountant: Optional[PrivacyAccountant] = None,
                  denominator: Union[str, float] = "noisy", den_fraction: float = DEN_FRACTION,
-                 min_denominator: float = 1.0, min_weight: float = 0.0, tail: float = 10.0, seed: int = 0,
+                 min_denominator: float = 1.0, min_weight: float = 0.0, tail: float = 10.0,
+                 weight_bound: Optional[float] = 1.0, seeded_noise: bool = False, seed: int = 0,
                  keep_last: bool = False):
         self.base = base if base is not None else QuantizedOracle(bits=32, clip=clip, seed=seed)
         if not isinstance(self.base, QuantizedOracle):
@@ -312,8 +345,10 @@ class DistributedDPOracle(SecureAverageOracle):
         self.min_denominator = float(min_denominator)
         self.min_weight = check_min_weight(min_weight)
         self.tail = float(tail)
+        self.weight_bound = check_public_weight_bound(weight_bound)
+        self.seeded_noise = check_seeded(seeded_noise)
         self.seed = seed
-        self._rng = _noise_rng([seed, 0x6464])
+        self.noiseless: Optional[Tensor] = None
         self.keep_last = keep_last
         self.last_sum: Optional[NoisySum] = None
         self.last: Dict[str, Any] = {}
@@ -322,6 +357,20 @@ class DistributedDPOracle(SecureAverageOracle):
         # fail early on an impossible configuration (one client, one coordinate)
         plan(bits=self.bits, clip=self.clip, noise_multiplier=self.noise_multiplier, n_clients=1, dim=1,
              tail=self.tail, rounding=self.base.rounding)
+
+    def set_cohort(self, noiseless: Optional[Tensor] = None) -> None:
+        """Mark the rows (clients of the current cohort, in call order) that add no noise."""
+        self.noiseless = None if noiseless is None else torch.as_tensor(noiseless, dtype=torch.bool).reshape(-1)
+
+    def average(self, vectors: Tensor, weights: Tensor, *, weight_bound: Optional[float] = None, **kw) -> Tensor:
+        """One noisy oracle call; ``weight_bound`` None means the oracle's public bound."""
+        return super().average(vectors, weights, weight_bound=self.weight_bound if weight_bound is None
+                               else weight_bound, **kw)
+
+    def rng(self):
+        """The noise source of the next call (key: rounds closed, releases pending)."""
+        return noise_rng(self.seeded_noise, self.seed, STREAM_DISTRIBUTED, len(self.accountant.rounds),
+                         len(self.accountant.pending))
 
     def plan(self, n: int, d: int) -> DistributedPlan:
         return plan(bits=self.bits, clip=self.clip, noise_multiplier=self.noise_multiplier, n_clients=n, dim=d,
@@ -336,8 +385,12 @@ class DistributedDPOracle(SecureAverageOracle):
             payload = self.base.client_payload(vectors, u)
         else:
             payload = vectors * u[:, None]
-        res = noisy_sum(payload, p, rounding_generator=self.base.generator(payload.device), noise_rng=self._rng,
-                        sum_encoded=self.base._sum_encoded, rounding=self.base.rounding)
+        noiseless = self.noiseless
+        if noiseless is not None and noiseless.shape != (n,):
+            raise ValueError(f"set_cohort marked {noiseless.shape[0]} clients but the call has {n}: call "
+                             "set_cohort(noiseless) with one flag per client of this round's cohort")
+        res = noisy_sum(payload, p, rounding_generator=self.base.generator(payload.device), noise_rng=self.rng(),
+                        sum_encoded=self.base._sum_encoded, rounding=self.base.rounding, noiseless=noiseless)
         total = res.decoded
         floored = False
         if self.denominator != "noisy":
@@ -347,10 +400,13 @@ class DistributedDPOracle(SecureAverageOracle):
                                                    self.min_weight)
             self.floored_calls += int(floored)
         self.last_total_weight = float(total[-1])
+        honest = len(res.survivors) if noiseless is None else \
+            int((~noiseless[torch.as_tensor(res.survivors, dtype=torch.long)]).sum())
         self.accountant.add_release(res.noise_multiplier, label="distributed", survivors=len(res.survivors),
-                                    n=n, d=d)
+                                    honest_survivors=honest, n=n, d=d)
         self.last = {"noise_multiplier": res.noise_multiplier, "target_noise_multiplier": self.noise_multiplier,
-                     "survivors": len(res.survivors), "n": n, "noise_std": p.noise_std(len(res.survivors)),
+                     "survivors": len(res.survivors), "honest_survivors": honest, "n": n,
+                     "noise_std": p.noise_std(honest),
                      "scale": p.vector.scale, "sigma_client": p.vector.sigma_client, "floored": floored}
         if self.keep_last:
             self.last_sum = res
@@ -380,17 +436,20 @@ def achieved_noise_multiplier(noise_multiplier: float, expected_clients: int, su
 
 def achieved_epsilon(noise_multiplier: float, expected_clients: int, survivors: Sequence[int],
                      sample_rate: float, delta: float, *, calls_per_round: int = 1,
-                     accountant: str = "rdp", n_users: Optional[int] = None) -> float:
-    """Epsilon actually achieved over rounds whose calls had ``survivors[r]`` survivors each.
+                     accountant: str = DEFAULT_ACCOUNTANT, n_users: Optional[int] = None,
+                     mechanism: str = "discrete") -> float:
+    """Epsilon actually achieved over rounds whose calls had ``survivors[r]`` honest survivors each.
 
     ``noise_multiplier`` is the per-call target; each round composes ``calls_per_round``
-    calls of z_r = :func:`achieved_noise_multiplier` into one sampled-Gaussian step of
-    rate q (:mod:`dp.accounting`). A round without survivors is refused (the secure sum
-    aborts below its threshold).
+    calls of z_r = :func:`achieved_noise_multiplier` into one sampled step of rate q,
+    accounted as ``mechanism`` (default "discrete": the provable Zhu-Wang bound;
+    "gaussian": Opacus's sampled Gaussian, an estimate here; :mod:`dp.accounting`). A
+    round without survivors is refused (the secure sum aborts below its threshold).
     """
     q = check_sample_rate(sample_rate)
     delta = check_delta(delta, n_users, unit="users")
     accountant = check_accountant(accountant)
+    mechanism = check_mechanism(mechanism)
     if not isinstance(calls_per_round, int) or calls_per_round < 1:
         raise ValueError(f"calls_per_round={calls_per_round!r} must be a positive integer")
     history = []
@@ -399,4 +458,4 @@ def achieved_epsilon(noise_multiplier: float, expected_clients: int, survivors: 
             raise ValueError(f"round {r} has {s} survivors: the secure sum would have aborted")
         z = achieved_noise_multiplier(noise_multiplier, expected_clients, int(s))
         history.append((compose_noise_multipliers([z] * calls_per_round), q, 1))
-    return opacus_epsilon(history, delta, accountant)
+    return history_epsilon(history, delta, accountant=accountant, mechanism=mechanism)

@@ -20,10 +20,24 @@ accountant persists, so the client's epsilon grows with the rounds it took part 
 The records of the DP guarantee are the client's own training examples; delta must be
 below 1/n_records.
 
-Randomness: Poisson sampling from a seeded CPU ``torch.Generator``, the noise from a
-seeded generator on the model's device, so the same seed gives the same updates.
-(``secure_mode=True`` switches both to Opacus's cryptographically secure generator,
-for deployment; it needs ``torchcsprng`` and cannot be seeded.)
+Randomness (what holds). Opacus's own secure mode (``PrivacyEngine(secure_mode=True)``)
+needs ``torchcsprng``, which has no release for current PyTorch (its last, 0.2.1, is for
+torch 1.8) and cannot be installed here. By default (``seeded_noise=False``) each client
+therefore runs Opacus's secure-mode *noise construction* (``DPOptimizer(secure_mode=True)``:
+the noise is the sum of four ``torch.normal`` draws divided by 2, after a discarded draw,
+Holohan and Braghin 2021, "Secure Random Sampling in Differential Privacy", Sec. 5.1,
+which defeats the floating-point attack of Jin et al. 2022 on a single float Gaussian)
+with its Poisson lots and noise drawn from torch generators (CPU for the lots, the
+model's device for the noise) that are reseeded with 63 fresh bits of ``os.urandom``
+before every lot and every noise draw (:func:`dp.noise.os_seeded_torch_generator`).
+These generators are not CSPRNGs (MT19937 on the CPU, Philox on CUDA): what holds is
+that the seed, the lots and the noise never derive from the run seed, and that
+predicting one step's lot or noise means guessing that step's 63-bit seed; what does
+not is a cryptographic guarantee on the stream within a step (state recovery from
+outputs is out of the adversary's view: it sees only model updates, never raw draws).
+``seeded_noise=True`` gives the earlier reproducible behaviour (lots and plain
+``torch.normal`` noise from generators seeded by ``generator``): for paired experiments
+only; the epsilon does not hold against anyone who knows the seed.
 """
 from __future__ import annotations
 
@@ -32,12 +46,15 @@ import math
 import warnings
 from typing import List, Optional, Sequence, Union
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from .accounting import (check_accountant, check_clip, check_delta, check_noise_multiplier, noise_for_epsilon)
+from .accounting import (DEFAULT_ACCOUNTANT, check_accountant, check_clip, check_delta, check_noise_multiplier,
+                         noise_for_epsilon)
+from .noise import check_seeded, os_seed
 
 Tensor = torch.Tensor
 Seed = Union[int, torch.Generator]
@@ -76,7 +93,7 @@ def record_level_sample_rate(n_records: int, batch_size: int) -> float:
 
 
 def record_level_noise_for_epsilon(target_epsilon: float, *, n_records: int, batch_size: int, epochs: int,
-                                   rounds: int, delta: float, accountant: str = "rdp") -> float:
+                                   rounds: int, delta: float, accountant: str = DEFAULT_ACCOUNTANT) -> float:
     """Noise multiplier so that a client training ``epochs`` per round for ``rounds`` rounds ends at
     ``target_epsilon`` (``--target-epsilon``): opacus ``get_noise_multiplier`` with q = 1/ceil(n/B)
     and steps = rounds * epochs * ceil(n/B). Conservative for a client sampled in fewer rounds."""
@@ -116,15 +133,18 @@ class RecordLevelClient:
     max_grad_norm : float
         C: per-example gradient clip.
     generator : int or torch.Generator
-        Seeds Poisson sampling and noise.
-    accountant : {"rdp", "prv"}
+        Seeds Poisson sampling and noise when ``seeded_noise`` (ignored otherwise).
+    accountant : {"prv", "rdp"}
         The Opacus accountant of this client (persistent).
+    seeded_noise : bool
+        False (default): lots and noise from OS-reseeded generators with Opacus's secure-mode
+        noise construction (module docstring); True: reproducible from ``generator``.
     """
 
     def __init__(self, model: nn.Module, x: Tensor, y: Tensor, *, noise_multiplier: float, max_grad_norm: float,
                  epochs: int = 1, batch_size: int = 16, lr: float = 0.05, momentum: float = 0.0,
-                 weight_decay: float = 0.0, generator: Seed = 0, accountant: str = "rdp",
-                 secure_mode: bool = False):
+                 weight_decay: float = 0.0, generator: Seed = 0, accountant: str = DEFAULT_ACCOUNTANT,
+                 seeded_noise: bool = False):
         from opacus import PrivacyEngine
 
         if x.shape[0] != y.shape[0]:
@@ -143,22 +163,42 @@ class RecordLevelClient:
             raise ValueError(f"x, y are on {x.device}, {y.device} but the model on {self.device}; "
                              "put the client's data on the model's device")
         check_accountant(accountant)
-        seed = _seed_from(generator)
+        self.seeded_noise = check_seeded(seeded_noise)
+        seed = _seed_from(generator) if self.seeded_noise else os_seed()
         local = copy.deepcopy(model)
         local.train()
         self._names = [k for k, _ in local.named_parameters()]
         optimizer = torch.optim.SGD(local.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+        self._lot_gen = torch.Generator().manual_seed(seed)
+        self._noise_gen = torch.Generator(device=self.device).manual_seed(seed + 1)
         loader = DataLoader(_BatchedTensorDataset(x, y), batch_size=batch_size, collate_fn=_first,
-                            generator=None if secure_mode else torch.Generator().manual_seed(seed))
-        noise_gen = None if secure_mode else torch.Generator(device=self.device).manual_seed(seed + 1)
+                            generator=self._lot_gen)
         with warnings.catch_warnings():
-            # Opacus warns that secure RNG is off: seeded generators are the point in simulation.
+            # Opacus warns that its secure RNG (torchcsprng) is off: see the module docstring.
             warnings.filterwarnings("ignore", message="Secure RNG turned off")
-            self.engine = PrivacyEngine(accountant=accountant, secure_mode=secure_mode)
+            self.engine = PrivacyEngine(accountant=accountant, secure_mode=False)
+            if not self.seeded_noise:
+                # Opacus's secure-mode noise construction, with our OS-reseeded generators
+                # in place of torchcsprng's (set after the engine's own torchcsprng check).
+                self.engine.secure_mode, self.engine.secure_rng = True, self._lot_gen
             self.module, self.optimizer, self.loader = self.engine.make_private(
                 module=local, optimizer=optimizer, data_loader=loader, noise_multiplier=self.noise_multiplier,
-                max_grad_norm=self.max_grad_norm, poisson_sampling=True, noise_generator=noise_gen)
+                max_grad_norm=self.max_grad_norm, poisson_sampling=True,
+                noise_generator=self._noise_gen if self.seeded_noise else None)
+        self.optimizer.generator = self._noise_gen          # the noise on the model's device
+        self.loader.batch_sampler.generator = self._lot_gen
         self.rounds = 0
+
+    def _reseed(self) -> None:
+        """Fresh OS seeds for the next lot and the next noise draw (unless seeded_noise)."""
+        if not self.seeded_noise:
+            self._lot_gen.manual_seed(os_seed())
+            self._noise_gen.manual_seed(os_seed())
+
+    @property
+    def secure_noise(self) -> bool:
+        """Whether the optimizer uses Opacus's secure-mode noise construction."""
+        return bool(getattr(self.optimizer, "secure_mode", False))
 
     @property
     def sample_rate(self) -> float:
@@ -180,7 +220,8 @@ class RecordLevelClient:
             return 0.0
         if self.noise_multiplier == 0:
             return math.inf
-        return float(self.engine.get_epsilon(delta))
+        with np.errstate(divide="ignore", invalid="ignore"):   # PRV's log(1 - q) at q = 1: handled by it
+            return float(self.engine.get_epsilon(delta))
 
     def train(self, start: Union[Tensor, nn.Module]) -> Tensor:
         """Run the local epochs from ``start`` (flat parameters [d] or a model); return local - start [d]."""
@@ -203,6 +244,7 @@ class RecordLevelClient:
             # Opacus's hooks on the first layer: inputs need no gradient, which is fine.
             warnings.filterwarnings("ignore", message="Full backward hook is firing")
             for _ in range(self.epochs):
+                self._reseed()      # the sampler draws each lot lazily, after the previous step
                 for xb, yb in self.loader:
                     self.optimizer.zero_grad(set_to_none=True)
                     out = self.module(xb)
@@ -210,6 +252,7 @@ class RecordLevelClient:
                     loss = F.cross_entropy(out, yb, reduction="sum") / max(1, int(yb.shape[0]))
                     loss.backward()
                     self.optimizer.step()
+                    self._reseed()
         self.rounds += 1
         with torch.no_grad():
             return torch.nn.utils.parameters_to_vector(params).detach() - start.to(self.device)
@@ -221,14 +264,14 @@ class RecordLevelClient:
 
 def train_dp_sgd(model: nn.Module, x: Tensor, y: Tensor, *, epochs: int, batch_size: int, lr: float,
                  momentum: float = 0.0, noise_multiplier: float, max_grad_norm: float, generator: Seed = 0,
-                 delta: float, accountant: str = "rdp"):
+                 delta: float, accountant: str = DEFAULT_ACCOUNTANT, seeded_noise: bool = False):
     """One-shot DP-SGD from ``model``'s parameters: returns (update [d], epsilon at delta).
 
     For several rounds keep a :class:`RecordLevelClient` instead (its accountant persists).
     """
     client = RecordLevelClient(model, x, y, noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm,
                                epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
-                               generator=generator, accountant=accountant)
+                               generator=generator, accountant=accountant, seeded_noise=seeded_noise)
     check_delta(delta, client.n_records, unit="records of this client")
     update = client.train(model)
     return update, client.epsilon(delta)
@@ -245,11 +288,11 @@ class RecordLevelClients:
 
     def __init__(self, *, noise_multiplier: float, max_grad_norm: float, epochs: int, batch_size: int,
                  lr: float, momentum: float = 0.0, weight_decay: float = 0.0, seed: int = 0,
-                 accountant: str = "rdp"):
+                 accountant: str = DEFAULT_ACCOUNTANT, seeded_noise: bool = False):
         self.kwargs = dict(noise_multiplier=check_noise_multiplier(noise_multiplier),
                            max_grad_norm=check_clip(max_grad_norm, "max_grad_norm"), epochs=epochs,
                            batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
-                           accountant=check_accountant(accountant))
+                           accountant=check_accountant(accountant), seeded_noise=check_seeded(seeded_noise))
         self.seed = seed
         self.clients = {}
 

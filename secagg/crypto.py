@@ -4,8 +4,9 @@ Bonawitz et al. 2017 ("Practical Secure Aggregation for Privacy-Preserving
 Machine Learning", CCS), Sec. 3 lists the primitives; this module instantiates
 them (nothing here is a home-made cipher):
 
-- key agreement KA: X25519 (Sec. 3, "Key Agreement"), keys made from seeded bytes
-  with ``X25519PrivateKey.from_private_bytes`` so a run is reproducible;
+- key agreement KA: X25519 (Sec. 3, "Key Agreement"); private keys come from
+  :mod:`secagg.secrets` (the OS CSPRNG, or seeded bytes in the insecure reproducible
+  mode) through ``X25519PrivateKey.from_private_bytes``;
 - key derivation: HKDF-SHA256 with a distinct ``info`` label per use, so one
   shared secret never keys two primitives;
 - authenticated encryption AE: AES-256-GCM (Sec. 3, "Authenticated Encryption");
@@ -13,8 +14,11 @@ them (nothing here is a home-made cipher):
   block, one fresh key per stream) read as little-endian uint32 words (modulus
   bits <= 32) or uint64 words (bits > 32) and reduced mod M = 2^bits, which is
   exactly uniform on Z_M because M divides 2^32 (resp. 2^64) (Sec. 3, "PRG");
-- :class:`Drbg`: the deterministic randomness of one party (AES-256-CTR keystream
-  under a key derived from the run seed and the protocol instance).
+- :class:`Drbg`: the deterministic randomness of one party in the insecure reproducible
+  mode only (AES-256-CTR keystream under a key derived from the run seed and the
+  protocol instance);
+- a commitment to the self-mask seed b_u (SHA-256, :func:`commit_secret`) that lets the
+  server check a reconstructed b_u (a wrong share never yields a wrong sum).
 """
 from __future__ import annotations
 
@@ -30,7 +34,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
 __all__ = [
-    "PRG_CIPHER", "KEY_BYTES", "Drbg", "instance_key", "hkdf", "keypair", "public_bytes",
+    "PRG_CIPHER", "KEY_BYTES", "Drbg", "field_elements_from", "commit_secret", "instance_key", "hkdf", "keypair",
+    "public_bytes",
     "private_bytes", "agree", "channel_key", "channel_cipher", "mask_key", "seal", "open_sealed", "prg_encryptor",
     "prg_words", "word_dtype", "keystream_seconds",
 ]
@@ -51,23 +56,46 @@ def hkdf(ikm: bytes, *, info: bytes, length: int = 32) -> bytes:
 
 
 def instance_key(seed: int, instance: int) -> bytes:
-    """Root key of one protocol instance: all of its randomness is derived from it.
+    """A key derived from public (seed, instance) values: never secret.
 
-    Distinct (seed, instance) pairs give independent keys, so an oracle that runs
-    one instance per call never reuses keys or masks (Bonawitz et al. 2017, Sec. 4:
-    reusing masks across inputs would reveal differences of inputs).
+    Roots the insecure reproducible mode of :mod:`secagg.secrets` (anyone with the
+    configuration can recompute it) and seeds simulated, non-secret randomness such as
+    the oracle's dropouts.
     """
     if not isinstance(seed, int) or not isinstance(instance, int):
         raise TypeError(f"seed and instance must be integers, got {seed!r}, {instance!r}")
     return hkdf(f"seed={seed};instance={instance}".encode(), info=b"instance")
 
 
+def field_elements_from(read, prime: int, count: int) -> list:
+    """``count`` elements of Z_prime from ``read(nbytes)`` (``os.urandom`` or a DRBG's read).
+
+    Each element reduces 128 bits more than p has, so the reduction mod p is statistically
+    uniform (bias < 2^-128); one read serves all ``count`` elements.
+    """
+    nbytes = (prime.bit_length() + 7) // 8 + 16
+    raw = read(nbytes * count)
+    return [int.from_bytes(raw[i:i + nbytes], "big") % prime for i in range(0, nbytes * count, nbytes)]
+
+
+def commit_secret(secret: bytes, context: bytes) -> bytes:
+    """SHA-256(label || context || secret): u's Round 1 commitment to its self-mask seed b_u.
+
+    Binding (collision resistance) lets the server check the b_u it reconstructs from the
+    Shamir shares, even from exactly t of them; hiding because b_u is 256 uniform bits.
+    ``context`` binds the instance tag and u. (s_u^SK needs none: s_u^PK commits to it.)
+    """
+    h = hashes.Hash(hashes.SHA256())
+    h.update(b"fedaudit/secagg|b-commitment|" + context + secret)
+    return h.finalize()
+
+
 class Drbg:
     """Deterministic random bytes: the AES-256-CTR keystream under ``key``.
 
-    Stands in for each party's randomness in Bonawitz et al. 2017, Fig. 4 (key pairs,
-    b_u, Shamir coefficients). One per party and purpose (keys, self-mask seed, Shamir coefficients), so the
-    run is reproducible from (seed, instance) and parties never share randomness.
+    INSECURE reproducible mode only: stands in for each party's randomness of Bonawitz et
+    al. 2017, Fig. 4 (key pairs, b_u, Shamir coefficients), keyed from (seed, instance) by
+    :mod:`secagg.secrets`. One per party, so parties never share randomness.
     """
 
     def __init__(self, key: bytes):
@@ -79,16 +107,13 @@ class Drbg:
         return self._enc.update(bytes(n))
 
     def field_elements(self, prime: int, count: int) -> list:
-        """``count`` uniform elements of Z_prime."""
-        # 128 extra bits make the reduction mod p statistically uniform (bias < 2^-128).
-        nbytes = (prime.bit_length() + 7) // 8 + 16
-        raw = self.read(nbytes * count)
-        return [int.from_bytes(raw[i:i + nbytes], "big") % prime for i in range(0, nbytes * count, nbytes)]
+        """``count`` statistically uniform elements of Z_prime (:func:`field_elements_from`)."""
+        return field_elements_from(self.read, prime, count)
 
 
 def keypair(drbg: Drbg) -> X25519PrivateKey:
-    """KA.gen (Bonawitz et al. 2017, Sec. 3): an X25519 key pair from 32 seeded bytes
-    (X25519 clamps them itself)."""
+    """KA.gen (Bonawitz et al. 2017, Sec. 3) from 32 DRBG bytes (X25519 clamps them itself);
+    the insecure reproducible mode only."""
     return X25519PrivateKey.from_private_bytes(drbg.read(KEY_BYTES))
 
 

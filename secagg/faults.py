@@ -10,7 +10,8 @@ the active model, Sec. 6.2). :class:`FaultyNetwork` attacks both layers, seeded:
   and sequence number as associated data, then independently lost, duplicated,
   truncated or bit-flipped, and each round's frames are reordered. The receiver
   drops frames that fail authentication and duplicates (by sequence number), as a
-  TLS stack would: corruption becomes loss, never a different message.
+  TLS stack would: corruption becomes loss, never a different message. (The link keys
+  come from the OS CSPRNG; no fault depends on the frames' bytes.)
 - **Relay** (the content the server forwards between clients): share ciphertexts in
   both variants, and with active security also the advertised keys, the survivor set
   U3 and the consistency signatures, are truncated or bit-flipped *behind* the link
@@ -20,12 +21,17 @@ the active model, Sec. 6.2). :class:`FaultyNetwork` attacks both layers, seeded:
   assumes an honest server, so those are not corrupted there.)
 
 :func:`run_with_faults` runs one seeded instance and classifies the outcome;
-:func:`fault_campaign` runs many and counts outcomes. The masked input y_u travels
+:func:`fault_campaign` runs many and counts outcomes. Both opt in to the protocol's
+``insecure_reproducible=True`` by default (``reproducible=True``), explicitly, so that a
+seed always replays the same keys, graph and faults and the campaign's counts are exact;
+``reproducible=False`` runs the same cases with fresh secrets (counts then vary slightly
+with the random graphs, never the invariant: no wrong sum, no crash). The masked input y_u travels
 as a header-only frame (its bytes are produced later by the data plane); a corrupted
 frame is rejected by the same tag check whatever it carries.
 """
 from __future__ import annotations
 
+import os
 import pickle
 import random
 from collections import Counter
@@ -38,6 +44,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from . import crypto
 from .encoding import modular_sum
 from .errors import ProtocolViolationDetected, SecureAggregationAborted
+from .pki import SimulatedPKI
 from .protocol import ACTIVE_ROUNDS, ROUNDS, UnmaskingRefused, run_protocol
 
 __all__ = ["FaultyNetwork", "run_with_faults", "fault_campaign", "OUTCOMES"]
@@ -67,7 +74,7 @@ class FaultyNetwork:
         self.reorder, self.truncate = _rate("reorder", reorder), _rate("truncate", truncate)
         self.bitflip, self.relay_rate = _rate("bitflip", bitflip), _rate("relay", relay)
         self.rng = random.Random(seed)
-        self._key = crypto.hkdf(f"links;seed={seed}".encode(), info=b"faults/links")
+        self._key = os.urandom(32)   # the simulated TLS links' key
         self._aead: Dict[Tuple[str, int], AESGCM] = {}
         self._next: Counter = Counter()
         self._seen: Dict[Tuple[str, int], set] = {}
@@ -155,7 +162,8 @@ def _random_case(rng: random.Random, n_range, d_range) -> Dict[str, Any]:
     d = rng.randint(*d_range)
     bits = rng.choice([b for b in (8, 16, 32, 64) if 2 ** b > n])
     active = rng.random() < 0.5
-    t = rng.randint(n // 2 + 1, n)
+    # t > n/2; the actively secure variant needs t > 2n/3 (Bonawitz et al. 2017, Sec. 6.2).
+    t = rng.randint(2 * n // 3 + 1 if active else n // 2 + 1, n)
     neighbors = None
     if rng.random() < 0.4:
         ks = [k for k in range(2, n - 1) if not (k % 2 and n % 2)]
@@ -174,7 +182,8 @@ def _random_case(rng: random.Random, n_range, d_range) -> Dict[str, Any]:
 
 
 def run_with_faults(seed: int, *, n_range: Tuple[int, int] = (4, 6), d_range: Tuple[int, int] = (3, 8),
-                    protocol_seed: int = 0) -> Tuple[str, Dict[str, Any]]:
+                    protocol_seed: int = 0, reproducible: bool = True,
+                    pki: Optional[SimulatedPKI] = None) -> Tuple[str, Dict[str, Any]]:
     """One seeded instance under :class:`FaultyNetwork`: (outcome, details).
 
     The instance (n, d, modulus, t, graph, active security or not, dropouts, fault
@@ -182,9 +191,10 @@ def run_with_faults(seed: int, *, n_range: Tuple[int, int] = (4, 6), d_range: Tu
     the reported survivors' inputs), "aborted" (:class:`SecureAggregationAborted`),
     "refused" (:class:`UnmaskingRefused`), "detected"
     (:class:`ProtocolViolationDetected`), "wrong" (a total that is not that sum) and
-    "crashed" (any other exception; the exception is in details). Long-term PKI keys
-    come from ``protocol_seed`` and are reused across runs, as in a deployment; every
-    run is a fresh instance.
+    "crashed" (any other exception; the exception is in details). ``reproducible``
+    (default True, see the module docstring): the protocol's secrets derive from
+    (``protocol_seed``, ``seed``), INSECURE and exact; False: fresh secrets, with the
+    long-term keys of ``pki`` (reused across runs, as in a deployment) or a fresh PKI.
     """
     rng = random.Random(seed)
     case = _random_case(rng, n_range, d_range)
@@ -199,7 +209,8 @@ def run_with_faults(seed: int, *, n_range: Tuple[int, int] = (4, 6), d_range: Tu
     try:
         res = run_protocol(x, modulus_bits=bits, threshold=case["threshold"], neighbors=case["neighbors"],
                            dropouts=case["dropouts"], seed=protocol_seed, instance=seed,
-                           active_security=case["active"], network=net)
+                           active_security=case["active"], network=net, insecure_reproducible=reproducible,
+                           pki=pki)
     except ProtocolViolationDetected as exc:
         details["check"] = exc.check
         return "detected", details
@@ -218,7 +229,8 @@ def run_with_faults(seed: int, *, n_range: Tuple[int, int] = (4, 6), d_range: Tu
 
 
 def fault_campaign(runs: int, *, seed: int = 0, n_range: Tuple[int, int] = (4, 6),
-                   d_range: Tuple[int, int] = (3, 8), progress: bool = False) -> Dict[str, Any]:
+                   d_range: Tuple[int, int] = (3, 8), progress: bool = False,
+                   reproducible: bool = True) -> Dict[str, Any]:
     """Run ``runs`` seeded instances (seeds seed .. seed + runs - 1) under faults and count.
 
     Returns {"outcomes": {outcome: count} split also by variant ("active"/"honest-but-curious"),
@@ -234,12 +246,13 @@ def fault_campaign(runs: int, *, seed: int = 0, n_range: Tuple[int, int] = (4, 6
     checks: Counter = Counter()
     rounds: Counter = Counter()
     failures = []
+    pki = None if reproducible else SimulatedPKI()   # one set of long-term keys for the campaign
     it = range(seed, seed + runs)
     if progress:
         from tqdm import tqdm
         it = tqdm(it, desc="secagg fault campaign", unit="run")
     for s in it:
-        outcome, det = run_with_faults(s, n_range=n_range, d_range=d_range)
+        outcome, det = run_with_faults(s, n_range=n_range, d_range=d_range, reproducible=reproducible, pki=pki)
         outcomes[outcome] += 1
         by_variant["active" if det["case"]["active"] else "honest-but-curious"][outcome] += 1
         faults.update(det["faults"])

@@ -16,13 +16,17 @@ import numpy as np
 import torch
 
 from . import crypto
+from .graph import fraction_count
 from .oracle import QuantizedOracle
+from .pki import SimulatedPKI
 from .protocol import ACTIVE_ROUNDS, ROUNDS, run_protocol
+from .protocol.messages import DEFAULT_CORRUPT_FRACTION, DEFAULT_DROPOUT_FRACTION
+from .secrets import check_flag
 
 __all__ = ["MaskedOracle"]
 
-# Active security is opt-in: `fedaudit bench secagg` measured 1.2-1.4x the honest-but-curious
-# protocol on SecAgg+ graphs (docs/security.md), not a small cost.
+# Active security is opt-in: `fedaudit bench secagg` measured up to 1.2x the honest-but-curious
+# protocol at model sizes and more at small d (docs/security.md).
 ACTIVE_DEFAULT = False
 
 
@@ -30,24 +34,34 @@ class MaskedOracle(QuantizedOracle):
     """Secure-average oracle backed by the masked protocol (Bonawitz et al. 2017, Fig. 4;
     Bell et al. 2020 for ``neighbors``).
 
-    Each call runs a fresh protocol instance (new keys, seeds and masks: reusing masks
-    across calls would reveal differences of inputs, and RFA makes several calls per
-    round) and records the survivors and the server's view (masked inputs, relayed
-    ciphertexts, reconstructed seeds) in the transcript.
+    Each call runs a fresh protocol instance whose keys, self-mask seeds and Shamir
+    coefficients come from the OS CSPRNG (reusing masks across calls would reveal
+    differences of inputs, and RFA makes several calls per round; deriving them from the
+    seed would reveal the inputs), and records the survivors and the server's view
+    (masked inputs, relayed ciphertexts, reconstructed seeds, the graph's security label
+    ``bound``) in the transcript. The seed drives only what never leaves a client or is
+    public: the stochastic rounding (so the result is reproducible: the masked sum does
+    not depend on the masks) and the simulated dropouts.
 
     Parameters
     ----------
-    threshold : int or float
+    threshold : int, float or None
         t as a client count, or as a fraction of the n clients of a call
-        (t = ceil(fraction * n)). Must exceed n/2 unless ``allow_insecure_threshold``.
-        Default 2/3: up to a third of the clients may drop.
+        (t = ceil(fraction * n)). Must exceed n/2 unless ``allow_insecure_threshold``,
+        and 2n/3 with ``active_security``. Default (None): floor(2n/3) + 1, strictly above
+        2n/3 (Bonawitz et al. 2017, Sec. 6.2), so fewer than a third of the clients may drop.
     neighbors : None, int, "auto" or graph
-        None: complete graph (SecAgg). An int k or "auto" (k = 2 ceil(log2 n), see
-        :func:`secagg.graph.default_degree`): random k-regular graph (SecAgg+). Or an
-        explicit graph, as in :func:`secagg.run_protocol`.
+        None: complete graph (SecAgg). "auto": SecAgg+ with the degree and share threshold
+        that meet Bell et al. 2020's bound for ``corrupt_fraction`` and
+        ``dropout_fraction`` (see :func:`secagg.run_protocol`). An int k: a random
+        k-regular graph, not checked against the bound. Or an explicit graph.
+    corrupt_fraction, dropout_fraction : float, optional
+        The threat model the bound is computed for and reported against (gamma, delta).
+        Default: gamma = 0.1; delta = max(0.1, the fraction this call's simulated dropouts
+        make). An explicit ``dropout_fraction`` below ``dropout_rate`` is refused.
     dropout_rate : float
         Fraction of the clients (round(rate * n), chosen at random from the seed and
-        the call counter) that drop in ``dropout_round`` of each call.
+        the call counter: simulated, not secret) that drop in ``dropout_round`` of each call.
     dropout_round : str
         One of ``secagg.ROUNDS`` or "random" (each dropped client in a random round).
         Default "masked_input": the server must recover their pairwise masks.
@@ -60,10 +74,13 @@ class MaskedOracle(QuantizedOracle):
         A call in which an honest client detects a violation raises
         ``secagg.ProtocolViolationDetected`` (a ``SecureAggregationAborted``).
         Default False: the measured cost (``fedaudit bench secagg``, docs/security.md)
-        is about 1.0-1.1x on the complete graph but 1.2-1.4x on SecAgg+ graphs at
-        n = 100..1000 (Ed25519 signing and verification and the extra round are a
-        fixed cost per call, large next to a sparse graph's cheap masking), not small
-        enough to impose on every oracle call.
+        is about 0.9-1.2x at d >= 1e5 (complete graph and the bound's SecAgg+ graph,
+        n = 100..1000) and more at small d (Ed25519 signing and verification and the
+        extra round are a fixed cost per call). Requires t > 2n/3 (the default t is).
+    insecure_reproducible : bool
+        INSECURE, for debugging: every secret of call i derives from (seed, i) and the PKI
+        from the seed, so runs repeat exactly; every call's server view says so
+        (``insecure_reproducible``, ``warning``).
     bits, clip, rounding, overflow, seed : as :class:`QuantizedOracle`.
 
     A call in which too many clients drop raises ``SecureAggregationAborted``.
@@ -71,13 +88,14 @@ class MaskedOracle(QuantizedOracle):
 
     name = "masked"
 
-    def __init__(self, threshold: Union[int, float] = 2 / 3, neighbors=None, dropout_rate: float = 0.0, *,
+    def __init__(self, threshold: Union[int, float, None] = None, neighbors=None, dropout_rate: float = 0.0, *,
                  dropout_round: str = "masked_input", share_threshold: Optional[int] = None,
                  allow_insecure_threshold: bool = False, bits: int = 32, clip: float = 10.0,
                  rounding: str = "stochastic", overflow: str = "raise", seed: int = 0,
-                 active_security: bool = ACTIVE_DEFAULT):
+                 active_security: bool = ACTIVE_DEFAULT, corrupt_fraction: Optional[float] = None,
+                 dropout_fraction: Optional[float] = None, insecure_reproducible: bool = False):
         super().__init__(bits, clip, rounding=rounding, overflow=overflow, seed=seed)
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+        if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))):
             raise TypeError(f"threshold={threshold!r} must be an int (clients) or a float fraction in (0, 1]")
         if isinstance(threshold, float) and not 0 < threshold <= 1:
             raise ValueError(f"threshold={threshold!r}: a fractional threshold must be in (0, 1]")
@@ -91,9 +109,20 @@ class MaskedOracle(QuantizedOracle):
             raise ValueError("dropout_round='consistency_check' exists only with active_security=True")
         if isinstance(neighbors, str) and neighbors != "auto":
             raise ValueError(f"neighbors={neighbors!r}; use None, an int k, 'auto' or an explicit graph")
-        if not isinstance(active_security, bool):
-            raise TypeError(f"active_security={active_security!r} must be True or False")
-        self.active_security = active_security
+        self.active_security = check_flag("active_security", active_security)
+        self.insecure_reproducible = check_flag("insecure_reproducible", insecure_reproducible)
+        for name, frac in (("corrupt_fraction", corrupt_fraction), ("dropout_fraction", dropout_fraction)):
+            if frac is not None:
+                fraction_count(name, frac, 1)
+        if dropout_fraction is not None and dropout_fraction < dropout_rate:
+            raise ValueError(f"dropout_fraction={dropout_fraction!r} is below dropout_rate={dropout_rate!r}: the "
+                             "simulated dropouts would exceed what the bound assumes; use dropout_fraction >= "
+                             "dropout_rate (or leave it None)")
+        self.corrupt_fraction = DEFAULT_CORRUPT_FRACTION if corrupt_fraction is None else float(corrupt_fraction)
+        self.dropout_fraction = dropout_fraction
+        # Long-term keys of the active model: one PKI for the oracle's life (Sec. 6.2).
+        self.pki = (SimulatedPKI(insecure_seed=seed if insecure_reproducible else None)
+                    if active_security else None)
         self.threshold = threshold
         self.neighbors = neighbors
         self.dropout_rate = float(dropout_rate)
@@ -103,7 +132,10 @@ class MaskedOracle(QuantizedOracle):
         self.calls = 0   # protocol instance counter: fresh keys and masks per call
 
     def threshold_for(self, n: int) -> int:
-        """t for a call with n clients (the threshold of Bonawitz et al. 2017, Fig. 4)."""
+        """t for a call with n clients (the threshold of Bonawitz et al. 2017, Fig. 4); the
+        default is floor(2n/3) + 1 > 2n/3."""
+        if self.threshold is None:
+            return 2 * n // 3 + 1
         if isinstance(self.threshold, float):
             return max(1, math.ceil(self.threshold * n - 1e-9))
         return self.threshold
@@ -133,11 +165,17 @@ class MaskedOracle(QuantizedOracle):
         n = encoded.shape[0]
         instance = self.calls
         self.calls += 1
+        dropouts = self.dropouts_for(n, instance)
+        delta = self.dropout_fraction
+        if delta is None:   # at least what this call's simulated dropouts make
+            delta = min(max(DEFAULT_DROPOUT_FRACTION, int(round(self.dropout_rate * n)) / n), (n - 1) / n)
         res = run_protocol(encoded, modulus_bits=self.bits, threshold=self.threshold_for(n),
-                           neighbors=self.neighbors, dropouts=self.dropouts_for(n, instance), seed=self.seed,
+                           neighbors=self.neighbors, dropouts=dropouts, seed=self.seed,
                            instance=instance, share_threshold=self.share_threshold,
                            allow_insecure_threshold=self.allow_insecure_threshold, overwrite=True,
-                           active_security=self.active_security)
+                           active_security=self.active_security, corrupt_fraction=self.corrupt_fraction,
+                           dropout_fraction=delta, insecure_reproducible=self.insecure_reproducible,
+                           pki=self.pki)
         view = res.server_view()
         view["instance"] = instance
         return res.total, res.survivors, view

@@ -180,12 +180,13 @@ class QuantizedOracle(SecureAverageOracle):
         return enc
 
     def generator(self, device: torch.device):
-        """The rounding generator for ``device``: numpy PCG64 on the CPU (each call draws from
-        it the key of its AES-CTR rounding bits, see :meth:`FixedPointEncoder.encode`), torch elsewhere."""
+        """The rounding generator of the calls on ``device``: numpy PCG64 seeded with ``seed``, on
+        every device. Each call draws from it the 32-byte key of its clients' ChaCha20 rounding
+        streams (:func:`secagg.encoding.rounding_key`), so the same seed gives the same sums on a
+        CPU and on an accelerator."""
         key = str(device)
         if key not in self._generators:
-            self._generators[key] = (np.random.default_rng(self.seed) if torch.device(device).type == "cpu"
-                                     else torch.Generator(device=device).manual_seed(self.seed))
+            self._generators[key] = np.random.default_rng(self.seed)
         return self._generators[key]
 
     def client_payload(self, vectors: Tensor, u: Tensor) -> Tensor:
@@ -198,7 +199,8 @@ class QuantizedOracle(SecureAverageOracle):
 
     def _secure_sum(self, vectors: Tensor, u: Tensor) -> SumResult:
         # Each client's payload is client_payload(vectors, u); the encoder builds it
-        # chunk by chunk (weights=u), bit for bit the same integers.
+        # block by block (weights=u), bit for bit the same integers. The plain modular sum
+        # encodes and sums in blocks of clients and coordinates (never the [n, d + 1] integers).
         n, d = vectors.shape
         enc = self.encoder(n, d, vectors.device)
         gen = self.generator(vectors.device)

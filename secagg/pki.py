@@ -6,24 +6,28 @@ client obtained from a trusted third party before the protocol (the PKI). Client
 their advertised keys (Round 0) and the survivor set U3 (ConsistencyCheck), so the
 server can neither substitute keys nor tell different clients different stories.
 
-The "trusted third party" here is a deterministic derivation
-(:func:`secagg.secrets.long_term_signing_key`): client u's long-term key comes from
-(seed, u) and is the same for every protocol instance (long-term keys are not per
-instance; what they sign binds the instance). Signatures are Ed25519 from
-``cryptography``.
+The "trusted third party" here is :class:`SimulatedPKI`: each client's long-term key is
+drawn from the OS CSPRNG the first time the client is registered
+(:func:`secagg.secrets.fresh_signing_key`) and kept for the PKI's life, i.e. for every
+protocol instance of one ``MaskedOracle`` or ``run_protocol`` call (long-term keys are
+not per instance; what they sign binds the instance). ``insecure_seed=`` derives them
+from (seed, u) instead, for the insecure reproducible mode only. Signatures are Ed25519
+from ``cryptography``.
 """
 from __future__ import annotations
 
 import hashlib
 from functools import lru_cache
-from typing import Any, Dict, Iterable, Mapping, Tuple
+from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from .secrets import long_term_signing_key
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-__all__ = ["SimulatedPKI", "SIGNATURE_BYTES", "key_message", "survivors_message", "encode_clients",
+from .secrets import fresh_signing_key, long_term_signing_key
+
+__all__ = ["SimulatedPKI", "PKISession", "SIGNATURE_BYTES", "key_message", "survivors_message", "encode_clients",
            "decode_clients", "encode_signatures", "decode_signatures"]
 
 SIGNATURE_BYTES = 64
@@ -81,39 +85,78 @@ def survivors_message(tag: bytes, survivors_blob: bytes) -> bytes:
 
 
 class SimulatedPKI:
-    """Verification keys d_u^PK of clients 0..n-1 (Bonawitz et al. 2017, Sec. 6.2, "PKI").
+    """The long-term keys d_u of the clients (Bonawitz et al. 2017, Sec. 6.2, "PKI").
 
-    ``sign`` is what client u does with its own d_u^SK (the simulation holds all of them;
-    each client only ever signs as itself). ``verify`` checks a signature against the
-    registered d_u^PK; the server cannot alter the registry.
+    A client is registered (its d_u drawn from the OS CSPRNG, or derived from
+    ``insecure_seed``) the first time any of its keys is asked for; the registry is then
+    fixed: the server cannot alter it. One protocol instance uses it through a
+    :meth:`session` (its own verification caches and counters).
+    """
 
-    Every honest client verifies the same (signer, message, signature) triples; a
-    verification is deterministic, so the simulation computes each distinct triple
-    once per instance and reuses the verdict (like the shared X25519 agreements). A
+    def __init__(self, *, insecure_seed: Optional[int] = None):
+        if insecure_seed is not None and (isinstance(insecure_seed, bool) or not isinstance(insecure_seed, int)):
+            raise TypeError(f"insecure_seed={insecure_seed!r} must be an int or None")
+        self.insecure_seed = insecure_seed
+        self._keys: Dict[int, Ed25519PrivateKey] = {}
+
+    @property
+    def reproducible(self) -> bool:
+        """Whether the keys derive from a seed (INSECURE: anyone with the seed can sign as anyone)."""
+        return self.insecure_seed is not None
+
+    def signing_key(self, client: int) -> Ed25519PrivateKey:
+        """d_u^SK of ``client``: only the client itself signs with it (the simulation holds all)."""
+        key = self._keys.get(client)
+        if key is None:
+            if isinstance(client, bool) or not isinstance(client, int) or client < 0:
+                raise ValueError(f"client {client!r} is not a client index")
+            key = (long_term_signing_key(self.insecure_seed, client)[0] if self.reproducible
+                   else fresh_signing_key())
+            self._keys[client] = key
+        return key
+
+    def verification_key(self, client: int) -> Ed25519PublicKey:
+        """d_u^PK of ``client`` as registered before the protocol."""
+        return self.signing_key(client).public_key()
+
+    def session(self, n: int) -> "PKISession":
+        """The PKI as seen by one protocol instance among clients 0..n-1."""
+        return PKISession(self, n)
+
+
+class PKISession:
+    """One instance's use of a :class:`SimulatedPKI` among clients 0..n-1 (Bonawitz et al.
+    2017, Sec. 6.2).
+
+    ``sign`` is what client u does with its own d_u^SK; ``verify`` checks a signature
+    against the registered d_u^PK. Every honest client verifies the same (signer, message,
+    signature) triples; a verification is deterministic, so the session computes each
+    distinct triple once and reuses the verdict (like the shared X25519 agreements). A
     tampered message or signature is a different triple and is verified on its own.
     """
 
-    def __init__(self, seed: int, n: int):
-        self.seed, self.n = int(seed), int(n)
+    def __init__(self, registry: SimulatedPKI, n: int):
+        self.registry, self.n = registry, int(n)
         self._verdicts: Dict[Tuple[int, bytes, bytes], bool] = {}
         self.list_verdicts: Dict[Tuple[bytes, bytes], Any] = {}   # (digest of U3 message, signature list) -> verdict
         self.signatures = 0
         self.verifications = 0
         self.checks = 0
 
-    def _key(self, client: int):
+    def _check(self, client: int) -> None:
         if not 0 <= client < self.n:
             raise ValueError(f"client {client} is not registered (clients are 0..{self.n - 1})")
-        return long_term_signing_key(self.seed, client)
 
     def verification_key(self, client: int) -> Ed25519PublicKey:
         """d_u^PK of ``client`` as registered before the protocol."""
-        return self._key(client)[0].public_key()
+        self._check(client)
+        return self.registry.verification_key(client)
 
     def sign(self, client: int, message: bytes) -> bytes:
         """SIG.sign(d_u^SK, message) (Bonawitz et al. 2017, Sec. 3, "Signature scheme")."""
+        self._check(client)
         self.signatures += 1
-        return self._key(client)[0].sign(message)
+        return self.registry.signing_key(client).sign(message)
 
     def verify(self, client: int, message: bytes, signature: bytes, digest: bytes = None) -> bool:
         """SIG.ver(d_u^PK, message, signature); ``digest`` (sha256 of ``message``) may be passed when

@@ -9,6 +9,12 @@ Shares are points (x, f(x)) of a random polynomial f of degree t - 1 with
 f(0) = secret; the x-coordinate of client u is u + 1 (0 is the secret's own
 point). Any t shares give the secret by Lagrange interpolation at 0; fewer
 reveal nothing about it.
+
+Interpolation alone cannot tell a wrong share: t shares always define some polynomial,
+and one altered share moves f(0). The protocol therefore checks every reconstructed
+secret against a commitment made before the shares were sent (s_u^SK against s_u^PK,
+b_u against its Round 1 hash, :func:`secagg.crypto.commit_secret`), which holds even
+when exactly t shares arrive.
 """
 from __future__ import annotations
 
@@ -50,7 +56,7 @@ def share(secret: int, threshold: int, holders: Iterable[int],
     which reconstruct it (Shamir 1979; Bonawitz et al. 2017, Sec. 3, SS.share).
 
     ``coefficients`` are the t - 1 higher coefficients of the polynomial, uniform in
-    the field (the caller draws them from its seeded DRBG).
+    the field (the caller draws them from :mod:`secagg.secrets`: the OS CSPRNG).
     Returns {holder: f(x_of(holder))}.
     """
     holders = list(holders)
@@ -102,3 +108,4 @@ def reconstruct(shares: Mapping[int, int], threshold: int) -> int:
     xs = tuple(x_of(h) for h in holders)
     lams = _lagrange_at_zero(xs)
     return sum(lam * shares[h] for lam, h in zip(lams, holders)) % PRIME
+

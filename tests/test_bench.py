@@ -40,7 +40,9 @@ def test_encode_with_weights_equals_encoding_the_payload(bits, rounding):
 
 def test_encode_sum_equals_sum_of_encode_across_chunks(monkeypatch):
     import secagg.encoding as encoding
-    monkeypatch.setattr(encoding, "_CHUNK_ELEMS", 64)            # many chunks, a ragged last one
+    monkeypatch.setattr(encoding, "_HOST_COLS", 64)              # many blocks, a ragged last one
+    monkeypatch.setattr(encoding, "_HOST_ELEMS", 128)
+    monkeypatch.setattr(encoding, "_THREAD_ELEMS", 256)         # and several threads
     enc = FixedPointEncoder(32, clip=1.0, n_summands=5)
     x = torch.rand(5, 1001, dtype=torch.float64) * 2 - 1
     a = enc.encode(x, generator=np.random.default_rng(1))
@@ -199,3 +201,59 @@ def test_bench_all_quick(tmp_path):
     assert "## Goals" in md and "<= 3x plaintext" in md and "| met |" in md
     for s in suites:
         assert f"## {s}" in md
+
+
+# ------------------------------------------------------------------ issue 20 suites
+
+def test_keystream_suite_rows(monkeypatch):
+    rows = run_suite("keystream", quick=True, clients=3, dim=2048)
+    cases = [r["case"] for r in rows]
+    assert any(c.startswith("openssl chacha20") for c in cases) and any("torch chacha20" in c for c in cases)
+    assert any(c.startswith("expand_masks 1 thread") for c in cases)
+    assert all(r["seconds"] > 0 and set(ROW_KEYS) <= set(r) for r in rows)
+
+
+def test_scale_suite_refuses_what_cannot_fit_and_reports_the_rest(monkeypatch):
+    from protocols.bench import scale
+    calls = []
+
+    def fake(kw, cap_mb, timeout):
+        calls.append(kw["secagg"])
+        return {"seconds": 2.0, "peak_rss_mb": 3 * 1024, "accuracy": 0.5, "threads": 1}
+    monkeypatch.setattr(scale, "_run_case", fake)
+    monkeypatch.setattr(scale, "free_memory_bytes", lambda dev: 16e9)
+    rows = scale.run(clients=1000)
+    assert calls == ["off", "quantized"]                 # masked needs ~17.8 GB: not started
+    masked = rows[-1]
+    assert masked["seconds"] != masked["seconds"] and "not started: needs ~" in masked["note"]
+    assert rows[1]["goal_met"] is True and rows[1]["peak_rss_gb"] == 3.0
+    assert scale.estimate_gb("masked", 1000, scale._D) > scale.estimate_gb("quantized", 1000, scale._D)
+
+
+def test_rfa_suite_gives_geom_median_host_tensors(monkeypatch):
+    from protocols.bench import rfa
+    seen = []
+
+    def fake_gm(points, weights, maxiter, ftol):
+        seen.append((points.device.type, weights.device.type))
+        import types
+        return types.SimpleNamespace(median=points.mean(0), logs=[0.0])
+    monkeypatch.setattr(rfa, "compute_geometric_median", fake_gm)
+    rows = rfa.run(quick=True, clients=5, dim=40)
+    assert seen and all(s == ("cpu", "cpu") for s in seen)
+    assert any(r["case"].startswith("geom_median") for r in rows)
+
+
+def test_bench_suites_move_tensors_to_the_host_before_numpy():
+    # Every `.numpy()` in a suite is on a host tensor (`.cpu()` first or a *_cpu/_host name), so
+    # `--device cuda` never asks numpy for a device tensor.
+    import ast
+    import pathlib
+    import protocols.bench as bench
+    for path in pathlib.Path(bench.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "numpy":
+                recv = node.func.value
+                ok = (isinstance(recv, ast.Call) and isinstance(recv.func, ast.Attribute) and recv.func.attr == "cpu") \
+                    or (isinstance(recv, ast.Name) and recv.id.endswith(("_cpu", "_host")))
+                assert ok, f"{path.name}:{node.lineno} calls .numpy() on a tensor that may live on the device"

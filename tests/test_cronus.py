@@ -52,7 +52,10 @@ def test_batched_robustfilter_rejects_bad_input():
 
 def test_robustfilter_on_predictions_refuses_secure_aggregation():
     with pytest.raises(SecureAggregationViolation, match="aggregator=mean"):
-        CronusSimulation(tiny(secagg="quantized"))
+        CronusSimulation(tiny(secagg="quantized", protocol_args={"aggregator": "robustfilter"}))
+    # left unset, the aggregator is RobustFilter without secure aggregation and the mean under it
+    assert CronusSimulation(tiny()).params.aggregator == "robustfilter"
+    assert CronusSimulation(tiny(secagg="quantized")).params.aggregator == "mean"
     # the refusal is also ClientUpdates.reveal()'s, whatever path reaches it
     sim = CronusSimulation(tiny())
     sim.secure = True
@@ -81,9 +84,45 @@ def test_run_from_the_command_line(tmp_path, capsys):
     assert len(res["rounds"]) == 2 and res["final"]["test_accuracy"] == res["rounds"][-1]["test_accuracy"]
     assert res["cronus"]["params"]["aggregator"] == "robustfilter" and res["transcript"]["individual_reveals"] == 2
     assert "final test accuracy" in capsys.readouterr().out
-    # the default secagg (masked) with RobustFilter: one clear line, no traceback
-    assert main(["run", "--protocol", "cronus", "--rounds", "1", "--quiet"]) == 2
+    # RobustFilter asked for under the default secagg (masked): one clear line, no traceback
+    assert main(["run", "--protocol", "cronus", "--rounds", "1", "--quiet", "--protocol-arg",
+                 "aggregator=robustfilter"]) == 2
     assert "aggregator=mean" in capsys.readouterr().err
+
+
+def test_presets_fill_only_what_is_left_unset():
+    p = CronusSimulation(tiny()).params          # digits: the preset
+    assert (p.init_lr, p.lr, p.public_lr, p.public_epochs) == (5e-3, 5e-4, 0.1, 3)
+    p = CronusSimulation(tiny(protocol_args={"public_lr": 0.01, "init_lr": 1e-3})).params
+    assert (p.init_lr, p.public_lr, p.public_epochs) == (1e-3, 0.01, 3)
+    p = CronusSimulation(tiny(protocol_args={"public_optimizer": "adam"})).params
+    assert (p.public_lr, p.public_epochs) == (1e-3, 1)        # the presets are SGD recipes
+    p = CronusSimulation(tiny(dataset="purchase", model="fc-purchase-small")).params
+    assert (p.init_lr, p.lr, p.public_lr, p.public_epochs) == (5e-4, 5e-4, 1e-3, 1)   # the paper's D.1
+    sim = CronusSimulation(tiny())
+    assert sim.private_opts[0].param_groups[0]["lr"] == 5e-3
+    sim.initialize()
+    assert sim.private_opts[0].param_groups[0]["lr"] == 5e-4      # the collaboration phase
+
+
+def test_an_aborted_round_trains_privately_and_is_recorded():
+    from secagg import SecureAggregationAborted
+    sim = make_simulation(tiny(secagg="quantized", rounds=3))
+    real = sim.aggregate
+
+    def flaky(shared):
+        if sim.transcript.round == 1:
+            raise SecureAggregationAborted("only 2 of 6 clients remain")
+        return real(shared)
+
+    sim.aggregate = flaky
+    sim.run()
+    assert [r.aborted is not None for r in sim.history] == [False, True, False]
+    assert len(sim.aggregate_history) == 2 and sim.result()["aborted_rounds"] == [1]
+    stop = make_simulation(tiny(secagg="quantized", rounds=3, on_abort="stop"))
+    stop.aggregate = lambda shared: (_ for _ in ()).throw(SecureAggregationAborted("too few"))
+    stop.run()
+    assert len(stop.history) == 1 and "too few" in stop.result()["stopped"]
 
 
 def test_public_set_is_disjoint_from_the_parties():

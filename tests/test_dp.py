@@ -15,7 +15,7 @@ from dp.distributed import plan as dist_plan
 DELTA = 1e-5
 
 
-def _opacus_eps(history, delta=DELTA, mechanism="rdp"):
+def _opacus_eps(history, delta=DELTA, mechanism=dp.DEFAULT_ACCOUNTANT):
     acc = create_accountant(mechanism)
     acc.history = list(history)
     return acc.get_epsilon(delta=delta)
@@ -31,12 +31,15 @@ def test_epsilon_equals_opacus(mechanism, z, q, steps):
         _opacus_eps([(z, q, steps)], mechanism=mechanism), rel=1e-12)
 
 
-def test_noise_for_epsilon_is_opacus_and_reaches_target():
+@pytest.mark.parametrize("accountant", [pytest.param("prv", marks=pytest.mark.slow), "rdp"])
+def test_noise_for_epsilon_is_opacus_and_reaches_target(accountant):
+    # (PRV calibration also runs, fast, in test_dp_simulation.py::test_target_epsilon_is_reached)
     from opacus.accountants.utils import get_noise_multiplier
-    z = dp.noise_for_epsilon(3.0, 0.1, 50, DELTA)
-    assert z == get_noise_multiplier(target_epsilon=3.0, target_delta=DELTA, sample_rate=0.1, steps=50)
-    assert dp.epsilon(z, 0.1, 50, DELTA) <= 3.0
-    assert dp.epsilon(z * 0.97, 0.1, 50, DELTA) > 2.9
+    z = dp.noise_for_epsilon(3.0, 0.1, 50, DELTA, accountant=accountant, epsilon_tolerance=0.05)
+    assert z == get_noise_multiplier(target_epsilon=3.0, target_delta=DELTA, sample_rate=0.1, steps=50,
+                                     accountant=accountant, epsilon_tolerance=0.05)
+    assert dp.epsilon(z, 0.1, 50, DELTA, accountant=accountant) <= 3.0
+    assert dp.epsilon(z * 0.97, 0.1, 50, DELTA, accountant=accountant) > 2.9
 
 
 def test_accountant_heterogeneous_rounds_equal_opacus_history():
@@ -53,12 +56,12 @@ def test_accountant_heterogeneous_rounds_equal_opacus_history():
 def test_releases_on_one_cohort_compose_to_one_gaussian():
     # With q = 1 the composed round equals R separate Opacus steps exactly (RDP adds up).
     zs = [1.0, 2.0, 0.5]
-    acc = dp.PrivacyAccountant(1.0)
+    acc = dp.PrivacyAccountant(1.0, accountant="rdp")
     for z in zs:
         acc.add_release(z)
     z_round = acc.end_round()
     assert z_round == pytest.approx(1 / math.sqrt(sum(1 / z ** 2 for z in zs)))
-    separate = _opacus_eps([(z, 1.0, 1) for z in zs])
+    separate = _opacus_eps([(z, 1.0, 1) for z in zs], mechanism="rdp")
     assert acc.epsilon(DELTA) == pytest.approx(separate, rel=1e-9)
     # with q < 1 it is one subsampled step with the composed multiplier
     acc = dp.PrivacyAccountant(0.1)
@@ -81,7 +84,8 @@ def test_zero_noise_is_infinite_epsilon():
     (lambda: dp.epsilon(-0.5, 0.1, 10, DELTA), r"noise_multiplier=-0\.5 is negative"),
     (lambda: dp.epsilon(1.0, 0.0, 10, DELTA), r"sample_rate=0\.0 must lie in \(0, 1\]"),
     (lambda: dp.epsilon(1.0, 0.1, 10, 0.01, n_records=200), r"delta=0\.01 >= 1/n = 1/200 = 0\.005"),
-    (lambda: dp.noise_for_epsilon(0.01, 1.0, 500, DELTA), r"target epsilon 0\.01 is unreachable .* q=1 over 500"),
+    (lambda: dp.noise_for_epsilon(0.01, 1.0, 500, DELTA, accountant="rdp"),
+     r"target epsilon 0\.01 is unreachable .* q=1 over 500.*accountant='prv' can"),
     (lambda: dp.noise_for_epsilon(-1.0, 0.1, 5, DELTA), r"target_epsilon=-1\.0 must be"),
     (lambda: dp.clip_updates(torch.ones(2, 3), 0.0), r"clip=0\.0 must be a finite number > 0"),
     (lambda: dp.user_level_epsilon(1.0, 5, 20, 10, 0.1), r"delta=0\.1 >= 1/n = 1/20"),
@@ -114,13 +118,15 @@ def test_clip_updates_per_client_and_counts():
 def test_dp_fedavg_noise_std_matches_target():
     d, clip, z, m = 200_000, 0.5, 1.3, 8
     upd = torch.zeros(m, d, dtype=torch.float64)
-    g = torch.Generator().manual_seed(3)
-    res = dp.dp_fedavg(upd, clip=clip, noise_multiplier=z, expected_weight=m, generator=g)
+    res = dp.dp_fedavg(upd, clip=clip, noise_multiplier=z, expected_weight=m, rng=np.random.default_rng(3))
     target = z * clip / m
     # sample std of d iid normals: relative standard error 1/sqrt(2d) ~ 0.16%
     assert float(res.aggregate.std()) == pytest.approx(target, rel=0.01)
     assert abs(float(res.aggregate.mean())) < 5 * target / math.sqrt(d)
-    assert res.noise_std == pytest.approx(z * clip) and res.n_clipped == 0
+    assert res.noise_std == pytest.approx(z * clip, rel=1e-5) and res.n_clipped == 0
+    # the grid noise: every output is a multiple of the grid step (no float noise added)
+    g = dp.grid_plan(clip, d, z, m).gamma
+    assert torch.equal(torch.round(res.aggregate * m / g) * g, res.aggregate * m)
 
 
 def test_dp_fedavg_clips_and_averages_by_expected_count():
@@ -132,8 +138,8 @@ def test_dp_fedavg_clips_and_averages_by_expected_count():
 
 def test_user_level_epsilon_is_opacus_with_q_and_rounds():
     assert dp.user_level_epsilon(1.2, 10, 100, 40, DELTA) == pytest.approx(_opacus_eps([(1.2, 0.1, 40)]))
-    z = dp.user_level_noise_for_epsilon(5.0, 10, 100, 40, DELTA)
-    assert dp.user_level_epsilon(z, 10, 100, 40, DELTA) <= 5.0
+    z = dp.user_level_noise_for_epsilon(5.0, 10, 100, 40, DELTA, accountant="rdp")
+    assert dp.user_level_epsilon(z, 10, 100, 40, DELTA, accountant="rdp") <= 5.0
 
 
 @pytest.mark.parametrize("base", [secagg.PlaintextOracle(), secagg.QuantizedOracle(bits=32, clip=1.0)])
@@ -167,11 +173,20 @@ def test_noisy_denominator_is_clamped_to_public_range():
     assert dp.user_level.clamp_denominator(-3.0, 10, 1.0, 0.2) == (2.0, True)
     assert dp.user_level.clamp_denominator(14.0, 10, 1.0, 0.2) == (10.0, False)
     assert dp.user_level.clamp_denominator(5.5, 10, 1.0, 0.0) == (5.5, False)
-    oracle = dp.CentralDPOracle(clip=1.0, noise_multiplier=50.0, min_weight=0.5, seed=0)
+    # survivors=None: the cohort size is private (central DP, Poisson cohorts): public constants only
+    assert dp.user_level.clamp_denominator(-3.0, None, 1.0, 0.2) == (1.0, True)
+    assert dp.user_level.clamp_denominator(14.0, None, 1.0, 0.2) == (14.0, False)
+    oracle = dp.CentralDPOracle(clip=1.0, noise_multiplier=50.0, min_weight=0.5, public_cohort_size=True)
     for _ in range(20):
         oracle.average(torch.zeros(4, 3), torch.ones(4))
         assert 2.0 <= oracle.last_total_weight <= 4.0
     assert oracle.floored_calls > 0     # at z = 50 the total weight (4) often draws below 2
+    private = dp.CentralDPOracle(clip=1.0, noise_multiplier=50.0, min_weight=0.5)
+    seen = []
+    for _ in range(20):
+        private.average(torch.zeros(4, 3), torch.ones(4))
+        seen.append(private.last_total_weight)
+    assert min(seen) >= 1.0 and max(seen) > 4.0      # not clamped to the (private) cohort size
     with pytest.raises(ValueError, match=r"min_weight=2 must lie in \[0, 1\]"):
         dp.CentralDPOracle(clip=1.0, noise_multiplier=1.0, min_weight=2)
 
@@ -194,9 +209,13 @@ def test_central_oracle_behind_client_updates_records_each_call():
 
 
 def test_poisson_cohort_rate():
-    g = torch.Generator().manual_seed(0)
+    g = np.random.default_rng(0)
     sizes = [len(dp.poisson_cohort(100, 0.2, g)) for _ in range(200)]
     assert np.mean(sizes) == pytest.approx(20, rel=0.05)
+    # binomial spread, not a fixed size; the default draws from the OS CSPRNG
+    assert np.var(sizes) == pytest.approx(100 * 0.2 * 0.8, rel=0.3)
+    sizes = [len(dp.poisson_cohort(100, 0.2)) for _ in range(200)]
+    assert np.mean(sizes) == pytest.approx(20, rel=0.05) and len(set(sizes)) > 5
 
 
 # --------------------------------------------------------------------------- discrete Gaussian
@@ -314,8 +333,8 @@ def test_distributed_oracle_matches_central_noise_level():
 def test_distributed_dropouts_reduce_noise_and_raise_epsilon():
     n, d, clip, z = 9, 200, 1.0, 1.2
     x = _clipped(n, d, clip, dtype=torch.float32)
-    acc = dp.PrivacyAccountant(0.5)
-    masked = secagg.MaskedOracle(bits=32, clip=clip, dropout_rate=1 / 3, seed=4)
+    masked = secagg.MaskedOracle(bits=32, clip=clip, dropout_rate=1 / 3, seed=4, threshold=0.6)
+    acc = dp.PrivacyAccountant(0.5, mechanism="discrete")
     oracle = dp.DistributedDPOracle(masked, clip=clip, noise_multiplier=z, accountant=acc,
                                     expected_clients=n, keep_last=True)
     oracle.average(x, torch.ones(n))
@@ -332,7 +351,11 @@ def test_distributed_dropouts_reduce_noise_and_raise_epsilon():
     acc.end_round()
     assert dp.achieved_epsilon(z, n, [s], 0.5, DELTA) == pytest.approx(acc.epsilon(DELTA), rel=1e-3)
     assert dp.achieved_epsilon(z, n, [s], 0.5, DELTA) > dp.achieved_epsilon(z, n, [n], 0.5, DELTA)
-    assert dp.achieved_epsilon(z, n, [n] * 3, 0.5, DELTA) == pytest.approx(_opacus_eps([(z, 0.5, 3)]))
+    # the provable (Zhu-Wang) bound, above the sampled Gaussian's (an estimate here)
+    assert dp.achieved_epsilon(z, n, [n] * 3, 0.5, DELTA) == pytest.approx(
+        dp.epsilon(z, 0.5, 3, DELTA, mechanism="discrete"))
+    assert dp.achieved_epsilon(z, n, [n] * 3, 0.5, DELTA) > dp.achieved_epsilon(
+        z, n, [n] * 3, 0.5, DELTA, mechanism="gaussian") == pytest.approx(_opacus_eps([(z, 0.5, 3)]))
 
 
 def test_distributed_noisy_denominator_accounts_both_blocks():
@@ -458,8 +481,8 @@ def test_rfa_round_accounting():
     z, R = 2.0, 4
     assert dp.rfa_round_noise_multiplier(z, R) == pytest.approx(1.0)
     assert dp.rfa_epsilon(z, R, 10, 50, 20, DELTA) == pytest.approx(_opacus_eps([(1.0, 0.2, 20)]))
-    z_call = dp.rfa_noise_for_epsilon(4.0, R, 10, 50, 20, DELTA)
-    assert dp.rfa_epsilon(z_call, R, 10, 50, 20, DELTA) <= 4.0
+    z_call = dp.rfa_noise_for_epsilon(4.0, R, 10, 50, 20, DELTA, accountant="rdp")
+    assert dp.rfa_epsilon(z_call, R, 10, 50, 20, DELTA, accountant="rdp") <= 4.0
 
 
 def test_dp_rfa_through_weiszfeld_accounts_every_call():
@@ -519,10 +542,15 @@ def test_record_level_is_seeded():
     model = _TinyCNN()
     x, y = _digits_like()
     kw = dict(noise_multiplier=1.0, max_grad_norm=1.0, epochs=1, batch_size=16, lr=0.1)
-    a = dp.RecordLevelClient(model, x, y, generator=5, **kw).train(model)
-    b = dp.RecordLevelClient(model, x, y, generator=5, **kw).train(model)
-    c = dp.RecordLevelClient(model, x, y, generator=6, **kw).train(model)
+    a = dp.RecordLevelClient(model, x, y, generator=5, seeded_noise=True, **kw).train(model)
+    b = dp.RecordLevelClient(model, x, y, generator=5, seeded_noise=True, **kw).train(model)
+    c = dp.RecordLevelClient(model, x, y, generator=6, seeded_noise=True, **kw).train(model)
     assert torch.equal(a, b) and not torch.equal(a, c)
+    # by default the lots and the noise come from OS-reseeded generators: the seed does not fix them
+    s1 = dp.RecordLevelClient(model, x, y, generator=5, **kw)
+    s2 = dp.RecordLevelClient(model, x, y, generator=5, **kw)
+    assert s1.secure_noise and not dp.RecordLevelClient(model, x, y, seeded_noise=True, **kw).secure_noise
+    assert not torch.equal(s1.train(model), s2.train(model))
 
 
 def test_record_level_clips_per_example_gradients():
@@ -543,10 +571,12 @@ def test_record_level_clips_per_example_gradients():
 
 def test_record_level_target_epsilon():
     n, B, E, R = 60, 16, 2, 5
-    z = dp.record_level_noise_for_epsilon(8.0, n_records=n, batch_size=B, epochs=E, rounds=R, delta=DELTA)
+    z = dp.record_level_noise_for_epsilon(8.0, n_records=n, batch_size=B, epochs=E, rounds=R, delta=DELTA,
+                                          accountant="rdp")
     q, steps = dp.record_level_sample_rate(n, B), R * E * dp.steps_per_epoch(n, B)
     assert q == 0.25 and steps == 40
-    assert dp.epsilon(z, q, steps, DELTA) <= 8.0 < dp.epsilon(z * 0.95, q, steps, DELTA)
+    assert dp.epsilon(z, q, steps, DELTA, accountant="rdp") <= 8.0 < dp.epsilon(z * 0.95, q, steps, DELTA,
+                                                                               accountant="rdp")
 
 
 def test_record_level_clients_train_many():

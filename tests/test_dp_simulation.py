@@ -56,13 +56,25 @@ def test_each_mode_reports_epsilon_per_round(tmp_path, args, calls):
     assert res["final"]["epsilon"] == eps[-1]
     assert res["dp"]["mode"] == args[1] and res["dp"]["epsilon"] == eps[-1]
     assert res["dp"]["noise_multiplier"] == 1.0
+    assert res["dp"]["noise"] == "csprng"
+    eps2 = res["dp"]["epsilons"]
+    if args[1] == "user-distributed":
+        # no privacy-loss distribution for the distributed discrete Gaussian: RDP only, said so
+        assert eps2["prv"] is None and eps2["rdp"] == pytest.approx(eps[-1], rel=1e-9)
+        assert res["dp"]["accountant"] == "rdp" and "PRV" in res["dp"]["accountant_note"]
+    else:
+        # PRV (the default) below RDP at the same noise, both reported
+        assert eps2["prv"] == pytest.approx(eps[-1], rel=1e-9) and eps2["prv"] < eps2["rdp"]
     if args[1] == "record":
         assert all(r["epsilon_mean"] <= r["epsilon"] for r in rounds)
     else:
-        # clipping is reported, and the user-level accountant composes `calls` releases per round
-        assert all(isinstance(r["dp_clipped"], int) and 0 <= r["dp_clipped"] <= m for r in rounds)
+        # clipping is reported (none on an empty Poisson cohort), and the user-level accountant
+        # composes `calls` releases per round (an empty central round releases noise only)
+        assert all(r["dp_clipped"] is None if r["clients"] == 0 else
+                   isinstance(r["dp_clipped"], int) and 0 <= r["dp_clipped"] <= r["clients"] for r in rounds)
         assert res["dp"]["accounting"]["releases_per_round"] == [calls] * 3
         assert res["dp"]["sample_rate"] == pytest.approx(m / 6)
+        assert res["dp"]["cohort_sampling"] == ("poisson" if m < 6 else "all clients every round")
         assert all(r["epsilon_without_sampling"] >= r["epsilon"] for r in rounds)
         z_round = 1.0 / math.sqrt(calls)
         assert all(r["round_noise_multiplier"] == pytest.approx(z_round, rel=0.02) for r in rounds)

@@ -76,16 +76,52 @@ def test_metrics_four_scores_and_roc_curve():
 def test_evaluate_scores_result_and_to_dict():
     r = M.evaluate_scores(SCORES6, LABELS6, attack="loss", view="aggregate", n_bootstrap=200, seed=1)
     assert r.auc == pytest.approx(8 / 9) and r.accuracy == pytest.approx(5 / 6)
-    assert r.tpr_at_1pct_fpr == pytest.approx(2 / 3) and r.tpr_at_0_1pct_fpr == pytest.approx(2 / 3)
+    # 3 non-members: TPR at 1% / 0.1% FPR is not estimable (null plus a reason, not a number)
+    assert r.tpr_at_1pct_fpr is None and r.tpr_at_0_1pct_fpr is None
     assert (r.n_members, r.n_nonmembers) == (3, 3) and r.threshold_source == "best_on_eval"
     assert r.auc_ci[0] <= r.auc <= r.auc_ci[1] <= 1.0
     d = r.to_dict()
-    assert "roc" not in d and d["tpr_at_0.1pct_fpr"] == pytest.approx(2 / 3)
+    assert "roc" not in d and d["tpr_at_0.1pct_fpr"] is None and d["tpr_at_1pct_fpr_ci"] is None
+    assert "only 3 non-member scores" in d["not_estimable"]["tpr_at_0.1pct_fpr"]
+    assert "at least 1,000" in d["not_estimable"]["tpr_at_0.1pct_fpr"]
     assert {"view", "attack", "auc", "accuracy", "tpr_at_1pct_fpr", "n_members", "n_nonmembers"} <= set(d)
     json.dumps(d)
+    # the raw tpr_at_fpr still answers for any input
+    assert M.tpr_at_fpr(SCORES6, LABELS6, 0.01) == pytest.approx(2 / 3)
     # a threshold chosen beforehand is used as given
     r2 = M.evaluate_scores(SCORES6, LABELS6, threshold=0.45, n_bootstrap=10)
     assert r2.accuracy == pytest.approx(2 / 3) and r2.threshold_source == "attack"
+
+
+def test_tpr_at_low_fpr_is_reported_from_1000_nonmembers_with_a_ci():
+    rng = np.random.default_rng(0)
+    for n_non, has_01 in ((999, False), (1000, True)):
+        s = np.r_[rng.normal(1.5, 1, 800), rng.normal(0, 1, n_non)]
+        y = np.r_[np.ones(800), np.zeros(n_non)].astype(int)
+        r = M.evaluate_scores(s, y, n_bootstrap=300, seed=2)
+        assert r.tpr_at_1pct_fpr == pytest.approx(M.tpr_at_fpr(s, y, 0.01))
+        lo, hi = r.tpr_ci["1pct"]
+        assert lo <= r.tpr_at_1pct_fpr <= hi
+        assert (r.tpr_at_0_1pct_fpr is not None) == has_01
+        if has_01:
+            assert r.tpr_at_0_1pct_fpr == pytest.approx(M.tpr_at_fpr(s, y, 0.001))
+            assert r.tpr_ci["0.1pct"][0] <= r.tpr_at_0_1pct_fpr <= r.tpr_ci["0.1pct"][1]
+    assert M.min_nonmembers_for(0.001) == 1000 and M.min_nonmembers_for(0.01) == 100
+    assert M.tpr_not_estimable(1000, 0.001) is None
+
+
+def test_fast_tpr_and_auc_equal_sklearn_with_ties():
+    """The vectorized bootstrap statistics equal sklearn's on every row, ties included."""
+    from sklearn.metrics import roc_auc_score
+    from membership.metrics import _auc_rows, _tpr_from_sorted
+    rng = np.random.default_rng(3)
+    for scores in (rng.integers(0, 6, (20, 50)).astype(float), rng.normal(size=(5, 50)) * 1e6 + 1e9,
+                   np.zeros((2, 50)), rng.normal(size=(3, 50)).astype(np.float32)):
+        y = np.r_[np.ones(20), np.zeros(30)].astype(int)
+        np.testing.assert_allclose(_auc_rows(scores, 20), [roc_auc_score(y, row) for row in scores], atol=1e-12)
+        for f in (0.0, 0.04, 0.1, 0.5, 1.0):
+            fast = _tpr_from_sorted(scores[:, :20], -np.sort(-scores[:, 20:], axis=1), f)
+            np.testing.assert_allclose(fast, [M.tpr_at_fpr(row, y, f) for row in scores])
 
 
 def test_bootstrap_ci_is_seeded():
@@ -321,7 +357,10 @@ def test_bad_input_gives_clear_errors(overfit):
 
 
 def test_registry_names_and_citations():
-    assert set(M.ATTACKS) == {"loss", "confidence", "gradient_norm", "whitebox", "loss_drop", "gradient_norm_drop"}
+    assert set(M.ATTACKS) == {"loss", "confidence", "gradient_norm", "whitebox", "loss_drop", "gradient_norm_drop",
+                              "lira", "rmia"}
+    assert {n for n, c in M.ATTACKS.items() if c.requires_references} == {"lira", "rmia"}
+    assert "Carlini" in M.LiRA.__doc__ and "Zarifzadeh" in M.RMIA.__doc__
     for name, cls in M.ATTACKS.items():
         assert cls.name == name and cls.__doc__
     import membership.attacks.whitebox as wb

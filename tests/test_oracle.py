@@ -129,3 +129,33 @@ def test_client_data_reaches_only_its_owner():
     assert torch.allclose(out, (beta[:, None] * x).sum(0) / beta.sum(), atol=1e-6)
     with pytest.raises(ValueError, match="one entry per client"):
         cu.secure_average(weight=weight, broadcast=torch.zeros(4), client_data=alphas[:3])
+
+
+def test_quantized_sum_does_not_depend_on_blocks_or_threads(monkeypatch):
+    # The oracle encodes and sums in blocks of clients and coordinates on every core; each
+    # client's rounding bits are its own stream, so the split never changes the result.
+    import secagg.encoding as encoding
+    x, w = _data(n=9, d=700)
+    want = QuantizedOracle(bits=32, clip=1.0, seed=4).average(x, w)
+    monkeypatch.setattr(encoding, "_HOST_COLS", 64)
+    monkeypatch.setattr(encoding, "_HOST_ELEMS", 130)
+    monkeypatch.setattr(encoding, "_THREAD_ELEMS", 100)
+    assert torch.equal(QuantizedOracle(bits=32, clip=1.0, seed=4).average(x, w), want)
+    monkeypatch.setattr(encoding, "HOST_PATH", False)       # the accelerator's path, on the CPU
+    monkeypatch.setattr(encoding, "_DEVICE_ELEMS", {"cpu": 500})
+    assert torch.equal(QuantizedOracle(bits=32, clip=1.0, seed=4).average(x, w), want)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("bits", [32, 64])
+def test_cuda_oracles_equal_cpu(bits):
+    from secagg import MaskedOracle
+    x, w = _data(n=20, d=5000)
+    cpu = QuantizedOracle(bits=bits, clip=1.0, seed=2)
+    cuda = QuantizedOracle(bits=bits, clip=1.0, seed=2)
+    masked = MaskedOracle(bits=bits, clip=1.0, seed=2, neighbors=6)
+    for _ in range(2):
+        a = cpu.average(x, w)
+        b = cuda.average(x.cuda(), w.cuda())
+        c = masked.average(x.cuda(), w.cuda())
+        assert torch.equal(a, b.cpu()) and torch.equal(b, c)

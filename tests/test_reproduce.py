@@ -96,3 +96,76 @@ def test_reproduce_quick_runs_every_claim(tmp_path, capsys):
     assert omni["rfa"] > omni["fedavg"] + 0.2
     assert (tmp_path / "reproduce.md").read_text().count("\n| ") == len(rows) + 1
     assert "hold" in capsys.readouterr().out
+
+
+# -- resumable: finished claims and runs are kept in --out -------------------------------------
+
+
+def _claims(calls, interrupt_at=None):
+    def measure_of(cid):
+        def measure(r):
+            calls.append(cid)
+            if cid == interrupt_at:
+                raise KeyboardInterrupt
+            return R.Outcome(f"{cid} measured", True, 0.1, {"x": 1})
+        return measure
+    return [R.Claim(cid, f"claim {cid}", "src", "paper", "crit", measure_of(cid)) for cid in ("a", "b", "c")]
+
+
+def test_finished_claims_are_kept_and_read_back(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(R, "CLAIMS", _claims(calls))
+    rows = R.run_claims(R.QUICK, progress=False, out_dir=tmp_path)
+    assert calls == ["a", "b", "c"] and len(list((tmp_path / "claims").glob("*.json"))) == 3
+    again = R.run_claims(R.QUICK, progress=False, out_dir=tmp_path)
+    assert calls == ["a", "b", "c"] and [r["measured"] for r in again] == [r["measured"] for r in rows]
+    R.run_claims(R.FULL, progress=False, out_dir=tmp_path)            # another preset: measured again
+    assert calls == ["a", "b", "c"] * 2
+
+
+def test_ctrl_c_keeps_finished_claims_reports_them_and_exits_130(tmp_path, monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(R, "CLAIMS", _claims(calls, interrupt_at="b"))
+    assert main(["reproduce", "--quick", "--quiet", "--out", str(tmp_path)]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "resume" in err and "Traceback" not in err
+    data = json.loads((tmp_path / "reproduce.json").read_text())
+    assert data["interrupted"] is True and data["provenance"]["utc"]
+    assert [(r["id"], r["holds"]) for r in data["claims"]] == [("a", "holds"), ("b", "not run"), ("c", "not run")]
+    assert "Interrupted" in (tmp_path / "reproduce.md").read_text()
+    monkeypatch.setattr(R, "CLAIMS", _claims(calls))
+    assert main(["reproduce", "--quick", "--quiet", "--out", str(tmp_path)]) == 0
+    assert calls == ["a", "b", "b", "c"]                                # a was read back, not measured
+    assert "read back" in capsys.readouterr().err
+
+
+def test_runner_keeps_each_run_on_disk(tmp_path, monkeypatch):
+    from protocols.experiments import runs
+    made = []
+
+    class Sim:
+        def __init__(self, cfg):
+            made.append(cfg.seed)
+            self.history = [type("Rec", (), {"test_accuracy": 0.5 + cfg.seed / 10, "attack_success": None,
+                                             "client_accuracy": None})()]
+
+        def run(self):
+            pass
+
+    monkeypatch.setattr(runs, "make_simulation", Sim)
+    preset = R.Preset("t", rounds=1, seeds=(0, 1), audit_rounds=1, cronus_rounds=1, cronus_init_epochs=1)
+    first = R.Runner(preset, store=tmp_path).acc(rule="fedavg")
+    assert made == [0, 1] and first == pytest.approx(0.55)
+    again = R.Runner(preset, store=tmp_path)
+    assert again.acc(rule="fedavg") == pytest.approx(0.55) and made == [0, 1] and again.reused == 2
+    R.Runner(preset, store=tmp_path).acc(rule="rfa")                   # another configuration: trained
+    assert made == [0, 1, 0, 1]
+
+
+def test_reproduce_out_that_is_a_file_fails_before_any_claim(tmp_path, monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(R, "CLAIMS", _claims(calls))
+    f = tmp_path / "f"
+    f.write_text("x")
+    assert main(["reproduce", "--quick", "--quiet", "--out", str(f)]) == 2
+    assert calls == [] and "existing file" in capsys.readouterr().err

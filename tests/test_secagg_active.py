@@ -5,11 +5,14 @@ Every strategy must end in a detected violation, a clean abort or the exact sum,
 server must never hold an individual input unmasked when active security is on. The
 demonstrations with it off show what each check buys.
 """
+import itertools
+
 import pytest
 import torch
 
 from secagg import (ACTIVE_ROUNDS, ADVERSARIES, MaskedOracle, ProtocolViolationDetected, QuantizedOracle,
                     SecAggProtocol, SecureAggregationAborted, UnmaskingRefused, modular_sum, run_protocol)
+from secagg import graph as graphs
 from secagg.pki import SimulatedPKI, encode_clients, survivors_message
 
 
@@ -34,22 +37,26 @@ _SAFE = {"exact", "SecureAggregationAborted", "UnmaskingRefused", "ProtocolViola
 # -- the protocol with active security, honest server ---------------------------------
 
 
-@pytest.mark.parametrize("neighbors", [None, 6])
+@pytest.mark.parametrize("neighbors", [None, 8])
 def test_active_exact_with_dropouts_in_every_round(neighbors):
     n = 16
     x = _values(n, 40)
-    proto = SecAggProtocol(x, modulus_bits=16, threshold=9, neighbors=neighbors, seed=2)
-    graph, ts = proto.graph, proto.share_threshold
-    # Five droppers, leaving every client at least the per-client threshold of live share holders.
-    chosen = []
-    for u in range(n):
-        if len(chosen) < 5 and all(len(({w} | set(graph[w])) - set(chosen + [u])) >= ts for w in range(n)):
-            chosen.append(u)
-    a, b, c, e, f = chosen
+    # A fixed graph (the ring lattice of degree 8) so that the droppers below always exist.
+    proto = SecAggProtocol(x, modulus_bits=16, threshold=11, seed=2,
+                           neighbors=None if neighbors is None else graphs.harary_graph(n, neighbors))
+    graph, ts = proto.graph, proto.share_threshold   # the run below gets this graph explicitly
+    # Five droppers, leaving every client at least the per-client threshold of live share holders
+    # (SecAgg+: of live neighbours, which the active model's "neighbours in U3" check requires).
+    def fits(a, b, c, e, f):
+        gone, out = {a, b, c, e, f}, {a, b, c}      # out: not in U3
+        live = all(len(({w} | set(graph[w])) - gone) >= ts for w in range(n)) and len(set(graph[c]) - gone) >= ts
+        return live and (proto.complete or all(len(set(graph[w]) - out) >= ts for w in range(n)))
+    a, b, c, e, f = next(pick for pick in itertools.permutations(range(n), 5) if fits(*pick))
     drops = {"advertise_keys": [a], "share_keys": [b], "masked_input": [c], "consistency_check": [e],
              "unmasking": [f]}
-    res = run_protocol(x, modulus_bits=16, threshold=9, neighbors=neighbors, dropouts=drops,
+    res = run_protocol(x, modulus_bits=16, threshold=11, neighbors=graph, dropouts=drops,
                        active_security=True, seed=2)
+    assert res.share_threshold == ts
     # A client dropping after its masked input (consistency check, unmasking) is in the sum.
     U3 = sorted(set(range(n)) - {a, b, c})
     assert res.survivors == U3
@@ -64,7 +71,8 @@ def test_active_exact_with_dropouts_in_every_round(neighbors):
 
 def test_active_matches_honest_but_curious_bit_for_bit():
     x = _values(9, 100, bits=32)
-    kw = dict(modulus_bits=32, threshold=7, dropouts={"masked_input": [4]}, seed=3)
+    # The same secrets in both variants: only the insecure reproducible mode gives that.
+    kw = dict(modulus_bits=32, threshold=7, dropouts={"masked_input": [4]}, seed=3, insecure_reproducible=True)
     hbc, act = run_protocol(x, **kw), run_protocol(x, active_security=True, **kw)
     assert torch.equal(hbc.total, act.total) and torch.equal(hbc.masked_inputs, act.masked_inputs)
     assert hbc.public_keys == act.public_keys     # same per-instance keys; signatures come from the PKI
@@ -75,7 +83,7 @@ def test_consistency_round_only_with_active_security_and_below_threshold_aborts(
     with pytest.raises(ValueError, match="active_security=True"):
         run_protocol(x, modulus_bits=16, threshold=4, dropouts={"consistency_check": [1]})
     with pytest.raises(SecureAggregationAborted) as info:
-        run_protocol(x, modulus_bits=16, threshold=4, active_security=True,
+        run_protocol(x, modulus_bits=16, threshold=5, active_security=True,
                      dropouts={"consistency_check": [0, 1, 2]})
     assert info.value.round == "consistency_check" and info.value.alive == 3
     assert not isinstance(info.value, ProtocolViolationDetected)
@@ -92,7 +100,7 @@ def test_tampered_share_is_detected_not_dropped():
     hbc = run_protocol(x, modulus_bits=16, threshold=4, tamper=[(0, 1)])
     assert hbc.failed_shares == [(0, 1)] and torch.equal(hbc.total, modular_sum(x, 16))
     with pytest.raises(ProtocolViolationDetected) as info:
-        run_protocol(x, modulus_bits=16, threshold=4, tamper=[(0, 1)], active_security=True)
+        run_protocol(x, modulus_bits=16, threshold=5, tamper=[(0, 1)], active_security=True)
     err = info.value
     assert err.check == "share ciphertext authentication" and err.party == "server"
     assert err.detected_by == 1 and err.subject == 0 and err.round == "unmasking"
@@ -100,7 +108,8 @@ def test_tampered_share_is_detected_not_dropped():
 
 
 def test_pki_signatures_bind_the_instance_and_signer():
-    pki = SimulatedPKI(seed=5, n=4)
+    registry = SimulatedPKI()
+    pki = registry.session(4)
     blob = encode_clients([0, 2, 3])
     msg = survivors_message(b"t" * 16, blob)
     sig = pki.sign(2, msg)
@@ -109,7 +118,12 @@ def test_pki_signatures_bind_the_instance_and_signer():
     assert not pki.verify(2, survivors_message(b"u" * 16, blob), sig)     # another instance
     assert not pki.verify(2, msg, sig[:-1] + bytes([sig[-1] ^ 1]))        # altered signature
     assert not pki.verify(2, msg, sig[:10])
-    assert SimulatedPKI(seed=5, n=4).sign(2, msg) == sig                 # long-term keys, from the seed
+    assert not pki.verify(4, msg, sig) and pki.verifications == 4         # outside the session: no check
+    with pytest.raises(ValueError, match="not registered"):
+        pki.sign(4, msg)
+    assert registry.session(4).verify(2, msg, sig)                        # long-term: the next instance too
+    assert not SimulatedPKI().session(4).verify(2, msg, sig)             # another PKI: other keys
+    assert SimulatedPKI(insecure_seed=5).session(4).sign(2, msg) == SimulatedPKI(insecure_seed=5).session(4).sign(2, msg)
 
 
 # -- strategies ------------------------------------------------------------------------
@@ -132,7 +146,7 @@ def test_double_reveal():
     kind, err, rec = _outcome(x, threshold=5, adversary="double-reveal", adversary_options={"target": 3})
     assert kind == "UnmaskingRefused" and rec == {}          # honest-but-curious refusal already blocks it
     assert "both" in str(err) and err.subject == 3
-    kind, err, rec = _outcome(x, threshold=5, adversary="double-reveal", active_security=True,
+    kind, err, rec = _outcome(x, threshold=6, adversary="double-reveal", active_security=True,
                               adversary_options={"target": 3})
     assert kind == "ProtocolViolationDetected" and err.check == "double reveal" and err.subject == 3
     assert rec == {}
@@ -167,16 +181,17 @@ def test_key_substitution_reads_the_target_without_signatures():
 
 def test_replay():
     x = _values(8, 12, seed=7)
-    proto = SecAggProtocol(x, modulus_bits=16, threshold=5, neighbors=4)
+    graph = SecAggProtocol(x, modulus_bits=16, threshold=5, neighbors=4).graph   # given explicitly below
     target = 0
-    kind, res, rec = _outcome(x, threshold=5, neighbors=4, adversary="replay", adversary_options={"target": target})
+    kind, res, rec = _outcome(x, threshold=5, neighbors=graph, adversary="replay",
+                              adversary_options={"target": target})
     assert rec == {}
-    r = proto.graph[target][0]
+    r = graph[target][0]
     if kind == "exact":     # replayed ciphertexts fail AES-GCM: dropped shares, exact sum
         assert (target, r) in res.failed_shares and len(res.failed_shares) >= 2
     else:
         assert kind == "SecureAggregationAborted"
-    kind, err, rec = _outcome(x, threshold=5, neighbors=4, adversary="replay", active_security=True,
+    kind, err, rec = _outcome(x, threshold=6, neighbors=graph, adversary="replay", active_security=True,
                               adversary_options={"target": target})
     assert kind == "ProtocolViolationDetected" and rec == {}
     assert err.check in {"consistency signature", "share ciphertext authentication"}
@@ -211,11 +226,11 @@ def test_drop_and_unmask_recovers_the_input_without_the_consistency_check():
     x, graph = _drop_and_unmask_setup()
     corrupt = [graph[0][0]]
     opts = {"target": 0, "corrupt": corrupt}
-    kind, res, rec = _outcome(x, threshold=9, neighbors=4, adversary="drop-and-unmask", adversary_options=opts)
+    kind, res, rec = _outcome(x, threshold=9, neighbors=graph, adversary="drop-and-unmask", adversary_options=opts)
     assert kind == "exact"
     assert set(rec) == {0} and torch.equal(rec[0], x[0])          # the leak the option exists for
     assert 0 in res.survivors and not set(res.reconstructed_keys) & set(res.reconstructed_seeds)
-    kind, err, rec = _outcome(x, threshold=9, neighbors=4, adversary="drop-and-unmask", adversary_options=opts,
+    kind, err, rec = _outcome(x, threshold=9, neighbors=graph, adversary="drop-and-unmask", adversary_options=opts,
                               active_security=True)
     assert kind == "ProtocolViolationDetected" and rec == {}
     assert err.check == "consistency threshold" and err.detected_by in graph[0]
@@ -245,7 +260,7 @@ def test_masked_oracle_with_active_security_equals_quantized():
     q = QuantizedOracle(clip=1.0, seed=2)
     a, b, c = on.average(x, w), off.average(x, w), q.average(x, w)
     assert torch.equal(a, c) and torch.equal(b, c)
-    drop = MaskedOracle(threshold=0.6, clip=1.0, seed=2, active_security=True, dropout_rate=0.2,
+    drop = MaskedOracle(threshold=0.7, clip=1.0, seed=2, active_security=True, dropout_rate=0.2,
                         dropout_round="consistency_check")
     assert torch.isfinite(drop.average(x, w)).all()
     with pytest.raises(ValueError, match="active_security"):
@@ -254,3 +269,24 @@ def test_masked_oracle_with_active_security_equals_quantized():
         MaskedOracle(active_security="yes")
     assert issubclass(ProtocolViolationDetected, SecureAggregationAborted)
     assert issubclass(UnmaskingRefused, SecureAggregationAborted)
+
+
+def test_isolate_needs_the_neighbour_check_on_secagg_plus():
+    """The server declares all four neighbours of client 0 dropped after their masked inputs
+    arrived (one story for everyone, so |U3| = 16 >= t = 14 and the signatures agree). Two
+    neighbours are corrupt (fewer than t_s = 3, as the bound's S1 allows): with client 0's
+    own b-share that is t_s b-shares, and the honest holders reveal the neighbours' s^SK-shares.
+    Without the "neighbours in U3" check this unmasks x_0 under active security too; with it,
+    client 0 and the other holders refuse to sign a U3 that leaves 0 fewer than t_s neighbours."""
+    x = _values(20, 16, seed=9)
+    ring = graphs.harary_graph(20, 4)
+    opts = {"target": 0, "corrupt": ring[0][:2]}
+    kind, obj, rec = _outcome(x, threshold=14, neighbors=ring, adversary="isolate", adversary_options=opts)
+    assert set(rec) == {0} and torch.equal(rec[0], x[0])           # honest-but-curious: no defence claimed
+    kind, err, rec = _outcome(x, threshold=14, neighbors=ring, adversary="isolate", adversary_options=opts,
+                              active_security=True)
+    assert kind == "ProtocolViolationDetected" and rec == {}
+    assert err.check == "neighbours in U3" and 0 in {e.detected_by for e in err.incidents}
+    # The complete graph needs no such check: isolating 0 leaves U3 = {0}, below t.
+    kind, err, rec = _outcome(x, threshold=14, adversary="isolate", adversary_options=opts, active_security=True)
+    assert kind == "ProtocolViolationDetected" and err.check == "survivor set size" and rec == {}

@@ -16,7 +16,7 @@ def test_perfect_network_is_the_plain_protocol():
     x = _x()
     for active in (False, True):
         net = FaultyNetwork(1, loss=0, duplicate=0, reorder=0, truncate=0, bitflip=0, relay=0)
-        res = run_protocol(x, modulus_bits=16, threshold=4, active_security=active, network=net)
+        res = run_protocol(x, modulus_bits=16, threshold=5, active_security=active, network=net)
         assert torch.equal(res.total, modular_sum(x, 16)) and res.survivors == list(range(6))
         assert not any(net.counts.values())
 
@@ -25,7 +25,7 @@ def test_duplicates_and_reordering_are_harmless():
     x = _x()
     for active in (False, True):
         net = FaultyNetwork(2, loss=0, duplicate=1.0, reorder=1.0, truncate=0, bitflip=0)
-        res = run_protocol(x, modulus_bits=16, threshold=4, active_security=active, network=net)
+        res = run_protocol(x, modulus_bits=16, threshold=5, active_security=active, network=net)
         assert torch.equal(res.total, modular_sum(x, 16))
         assert net.counts["duplicated"] == net.counts["duplicate_discarded"] > 0 and net.counts["reordered"] > 0
 
@@ -43,7 +43,7 @@ def test_relay_corruption_is_detected_with_active_security():
     x = _x()
     net = FaultyNetwork(4, loss=0, duplicate=0, reorder=0, truncate=0, bitflip=0, relay=1.0)
     with pytest.raises(ProtocolViolationDetected) as info:
-        run_protocol(x, modulus_bits=16, threshold=4, active_security=True, network=net)
+        run_protocol(x, modulus_bits=16, threshold=5, active_security=True, network=net)
     assert info.value.round == "share_keys" and info.value.party == "server"
     # Without active security only the AES-GCM-protected shares are corrupted: dropped shares.
     net = FaultyNetwork(4, loss=0, duplicate=0, reorder=0, truncate=0, bitflip=0, relay=1.0)
@@ -61,8 +61,19 @@ def test_rates_are_validated():
 
 
 def test_a_run_is_reproducible_from_its_seed():
+    # The harness opts in to the insecure reproducible mode (exact counts); every case in it is
+    # a fresh instance (its own seed), and the campaign's own secrets are never a run's secrets.
     a, b = run_with_faults(17), run_with_faults(17)
     assert a[0] == b[0] and a[1]["case"] == b[1]["case"] and a[1]["faults"] == b[1]["faults"]
+    for s in range(40):
+        case = run_with_faults(s)[1]["case"]
+        if case["active"]:
+            assert 3 * case["threshold"] > 2 * case["n"]      # the active variant's t > 2n/3
+
+
+def test_fault_campaign_with_fresh_secrets_keeps_the_invariant():
+    out = fault_campaign(120, seed=500, reproducible=False)
+    _check(out, 120)
 
 
 def _check(out, runs):

@@ -201,9 +201,15 @@ def test_explicit_graph_and_auto_degree():
         mat[u, r] = True
     res2 = run_protocol(x, modulus_bits=32, threshold=5, neighbors=mat)
     assert res2.graph == res.graph
-    big = _values(40, 3, 32)
-    auto = run_protocol(big, modulus_bits=32, threshold=30, neighbors="auto")
-    assert all(len(nb) == graphs.default_degree(40) == 12 for nb in auto.graph)
+    big = _values(60, 3, 32)
+    auto = run_protocol(big, modulus_bits=32, threshold=41, neighbors="auto", corrupt_fraction=0.05,
+                        dropout_fraction=0.05)
+    want = graphs.secagg_plus_parameters(60, 0.05, 0.05, threshold=41)
+    assert want.graph == "erdos-renyi" and want.k < 59           # a sparse graph meets the bound here
+    assert auto.protocol == "secagg+" and auto.share_threshold == want.share_threshold
+    assert auto.bound["graph"] == "erdos-renyi" and auto.bound["k"] == want.k and auto.bound["meets"]
+    degrees = [len(nb) for nb in auto.graph]
+    assert min(degrees) >= auto.share_threshold and abs(np.mean(degrees) - want.k) < 6
     assert torch.equal(auto.total, modular_sum(big, 32))
 
 
@@ -340,15 +346,17 @@ def test_masked_inputs_look_uniform_and_are_fresh_per_instance():
     x = torch.zeros(n, d, dtype=torch.int64)                     # the most structured input
     a = run_protocol(x, modulus_bits=32, threshold=5, instance=0)
     b = run_protocol(x, modulus_bits=32, threshold=5, instance=1)
-    a2 = run_protocol(x, modulus_bits=32, threshold=5, instance=0)
+    a2 = run_protocol(x, modulus_bits=32, threshold=5, instance=0)                  # same (seed, instance)
     for res in (a, b):
         raw = res.masked_inputs.to(torch.int32).numpy().view(np.uint8)   # low 4 bytes = the residue
         counts = np.bincount(raw.ravel(), minlength=256)
         assert stats.chisquare(counts).pvalue > 1e-4
         assert torch.equal(res.total, torch.zeros(d, dtype=torch.int64))
     assert (a.masked_inputs != b.masked_inputs).float().mean() > 0.99  # fresh masks per instance
-    assert torch.equal(a.masked_inputs, a2.masked_inputs)              # reproducible from (seed, instance)
-    assert a.public_keys != b.public_keys
+    assert (a.masked_inputs != a2.masked_inputs).float().mean() > 0.99  # ... even for the same (seed, instance)
+    assert a.public_keys != b.public_keys and a.public_keys != a2.public_keys
+    r1, r2 = (run_protocol(x, modulus_bits=32, threshold=5, instance=0, insecure_reproducible=True) for _ in range(2))
+    assert torch.equal(r1.masked_inputs, r2.masked_inputs)            # only when asked: INSECURE
 
 
 def test_server_view_contents():
@@ -450,7 +458,9 @@ def test_device_path_matches_host_path(monkeypatch, bits):
     import secagg.protocol.dataplane as P
 
     x = _values(9, 3000, bits)
-    kw = dict(modulus_bits=bits, threshold=6, dropouts={"masked_input": [2], "unmasking": [4]}, neighbors=4)
+    # Comparing two paths' masked inputs needs the same masks: the insecure reproducible mode.
+    kw = dict(modulus_bits=bits, threshold=6, dropouts={"masked_input": [2], "unmasking": [4]}, neighbors=4,
+              insecure_reproducible=True)
     host = run_protocol(x, **kw)
     monkeypatch.setattr(P, "HOST_FAST_PATH", False)
     dev = run_protocol(x.clone(), **kw)
@@ -463,16 +473,17 @@ def test_device_path_matches_host_path(monkeypatch, bits):
 def test_accelerator_inputs_stay_on_device():
     # On the GPU when there is one, else on the CPU: results follow the inputs' device.
     x = _values(10, 5000, 32).to(_DEVICE)
-    res = run_protocol(x, modulus_bits=32, threshold=6, dropouts={"masked_input": [2]}, neighbors=4)
+    kw = dict(modulus_bits=32, threshold=6, dropouts={"masked_input": [2]}, neighbors=4, insecure_reproducible=True)
+    res = run_protocol(x, **kw)
     assert res.total.device == x.device and res.masked_inputs.device == x.device
     assert torch.equal(res.total.cpu(), modular_sum(x[res.survivors].cpu(), 32))
-    cpu = run_protocol(x.cpu(), modulus_bits=32, threshold=6, dropouts={"masked_input": [2]}, neighbors=4)
+    cpu = run_protocol(x.cpu(), **kw)
     assert torch.equal(cpu.masked_inputs, res.masked_inputs.cpu())
 
 
 def test_overwrite_reuses_the_input_buffer():
     x = _values(8, 700, 32)
-    kw = dict(modulus_bits=32, threshold=5, dropouts={"masked_input": [0, 5]})
+    kw = dict(modulus_bits=32, threshold=5, dropouts={"masked_input": [0, 5]}, insecure_reproducible=True)
     fresh = run_protocol(x, **kw)
     y = x.clone()
     over = run_protocol(y, overwrite=True, **kw)

@@ -171,8 +171,12 @@ def _fake(rule, attack, seed, acc, auc, dp="none", secagg="off", status="ok", ep
          "reason": "" if status == "ok" else "because", "views": {"aggregate": {"auc": auc, "tpr_at_1pct_fpr": 0.0,
                                                                               "attack": "loss"}}}
     if status == "ok":
+        leak = None if auc is None else max(auc, 1 - auc)
         r["metrics"] = {"accuracy": acc, "attack_success": 0.9 if attack == "backdoor" else None, "mia_auc": auc,
-                        "mia_tpr1": 0.01, "epsilon": eps, "oracle_calls_per_round": 1.0, "seconds": 1.0}
+                        "mia_leakage": leak, "mia_leakage_lo": None if leak is None else max(0.5, leak - 0.05),
+                        "mia_leakage_hi": None if leak is None else leak + 0.05,
+                        "mia_tpr1": 0.01, "epsilon": eps, "oracle_calls_per_round": 1.0, "aborted_rounds": 0,
+                        "seconds": 1.0}
     return r
 
 
@@ -235,9 +239,10 @@ def _numbers(results):
              r.get("views")) for r in results]
 
 
+# paired_noise: DP noise comes from the OS CSPRNG unless seeded, and this compares numbers across backends
 SMALL = dict(rules=["fedavg", "rfa"], attacks=["none"], dp=["none", "user-central:z=1"],
              secagg=["off", "quantized"], seeds=[0], run={"rounds": 2, "clients": 10, "local_epochs": 1},
-             audit={"attacks": ["loss"], "n_bootstrap": 50, "active": False})
+             audit={"attacks": ["loss"], "n_bootstrap": 50, "active": False}, paired_noise=True)
 
 
 @pytest.mark.slow
@@ -290,3 +295,177 @@ def test_ray_backend_without_ray_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)      # import ray -> ImportError
     with pytest.raises(ValueError, match=r"pip install 'fedaudit\[ray\]'"):
         T.run_grid(_grid(), tmp_path, backend="ray", progress=False)
+
+
+# -- configuration errors are errors, refusals are combinations ---------------------------------
+
+
+@pytest.mark.parametrize("kw, match", [(dict(dp=["none", "user-central:z=-1"]), "negative"),
+                                       (dict(rule_args={"fedavg": {"weighted": "yes"}}), "weighted"),
+                                       (dict(rule_args={"fedavg": {"nope": 1}}), "no parameter"),
+                                       (dict(attacks=["none", "backdoor-scale"],
+                                             attack_args={"backdoor-scale": {"scale": "abc"}}), "scale"),
+                                       (dict(run={**TINY_RUN, "device": "foo"}), "device")])
+def test_configuration_errors_in_a_grid_fail_before_any_cell(kw, match, tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(tradeoff_cells, "run_cell", lambda cell, threads=1: calls.append(cell))
+    with pytest.raises(ValueError, match=match):
+        T.run_grid(_grid(**kw), tmp_path, progress=False)
+    assert calls == []
+
+
+def test_cli_grid_typo_exits_2_without_running(tmp_path, capsys):
+    rc = main(["tradeoff", "--rules", "fedavg", "--attacks", "none", "--dp", "none,user-central:z=-1",
+               "--secagg", "off", "--seeds", "0", "--rounds", "1", "--clients", "6", "--no-audit", "--quiet",
+               "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "grid cell" in err and "z=-1" in err
+    assert not (tmp_path / "o" / "cells").exists()
+
+
+def test_out_that_is_a_file_is_refused_before_any_cell(tmp_path, capsys):
+    f = tmp_path / "taken"
+    f.write_text("x")
+    rc = main(["tradeoff", "--rules", "fedavg", "--attacks", "none", "--dp", "none", "--secagg", "off",
+               "--seeds", "0", "--no-audit", "--quiet", "--out", str(f)])
+    assert rc == 2 and "existing file" in capsys.readouterr().err and f.read_text() == "x"
+
+
+def test_refusals_are_combinations_not_values():
+    cells = {(c["rule"], c["secagg"], c["dp"]): c for c in T.expand(
+        _grid(rules=["fedavg", "krum"], secagg=["off", "quantized"], dp=["none", "user-distributed:z=1"]))}
+    assert "Z_M" in T.refusal(cells[("fedavg", "off", "user-distributed:z=1")])
+    assert T.refusal(cells[("fedavg", "quantized", "user-distributed:z=1")]) is None
+    g = _grid(rules=["fedavg", "krum"], secagg=["off", "quantized"])
+    assert len(g.refused) == 1 and "secure aggregation" in next(iter(g.refused.values()))
+
+
+def test_breakdown_warnings_are_collected_once(tmp_path):
+    g = _grid(rules=["rfa"], attacks=["none", "lie"], corrupt=[0.6], seeds=[0, 1])
+    assert len(g.warnings) == 1 and "breakdown point" in g.warnings[0]
+
+
+def test_paired_noise_seeds_only_the_dp_cells_and_changes_the_key():
+    plain = {(c["dp"]): c for c in T.expand(_grid(dp=["none", "user-central:z=1"]))}
+    paired = {(c["dp"]): c for c in T.expand(_grid(dp=["none", "user-central:z=1"], paired_noise=True))}
+    assert paired["user-central:z=1"]["run"]["dp_seeded_noise"] is True
+    assert "dp_seeded_noise" not in paired["none"]["run"] and "dp_seeded_noise" not in plain["user-central:z=1"]["run"]
+    assert paired["user-central:z=1"]["key"] != plain["user-central:z=1"]["key"]
+    assert paired["none"]["key"] == plain["none"]["key"]
+    with pytest.raises(ValueError, match="paired_noise"):
+        _grid(run={**TINY_RUN, "dp_seeded_noise": True})
+
+
+# -- locks: several sweeps on one --out share the cells ----------------------------------------
+
+
+def test_two_sweeps_on_one_out_run_each_cell_once(tmp_path, monkeypatch):
+    import threading
+    import time
+    g = _grid(seeds=list(range(8)))
+    ran, guard = [], threading.Lock()
+
+    def fake(cell, threads=1):
+        time.sleep(0.05)
+        with guard:
+            ran.append((threading.current_thread().name, cell["key"]))
+        return {**{k: cell[k] for k in ("key", "rule", "attack", "corrupt", "dp", "secagg", "seed")},
+                "status": "ok", "reason": "", "metrics": {m: 0.5 for m in T.METRICS}, "views": {}}
+
+    monkeypatch.setattr(tradeoff_cells, "run_cell", fake)
+    out = {}
+    threads = [threading.Thread(target=lambda n=n: out.__setitem__(n, T.run_grid(g, tmp_path, progress=False)),
+                                name=f"sweep{n}") for n in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    keys = [k for _, k in ran]
+    assert sorted(keys) == sorted(c["key"] for c in T.expand(g))      # every cell ran exactly once
+    assert {n for n, _ in ran} == {"sweep1", "sweep2"}                  # and the two sweeps shared them
+    assert [r["key"] for r in out[1]] == [r["key"] for r in out[2]] and len(out[1]) == 8
+
+
+def test_leakage_is_symmetric_around_one_half():
+    assert T.leakage(0.3) == pytest.approx(0.7) and T.leakage(0.8) == 0.8 and T.leakage(0.5) == 0.5
+    assert T.leakage_ci(0.6, 0.7) == (0.6, 0.7)
+    assert T.leakage_ci(0.2, 0.3) == pytest.approx((0.7, 0.8))
+    assert T.leakage_ci(0.45, 0.52) == (0.5, 0.55)
+
+
+def test_pareto_front_does_not_reward_an_auc_below_one_half():
+    # an AUC of 0.30 leaks as much as 0.70: same accuracy, it must not dominate a 0.55 cell
+    rows = T.aggregate([_fake("fedavg", "none", 0, 0.8, 0.30), _fake("rfa", "none", 0, 0.8, 0.55)])
+    by = {r["rule"]: r for r in rows}
+    assert by["fedavg"]["mia_leakage_mean"] == pytest.approx(0.70)
+    front = T.pareto_front([(r["accuracy_mean"], r["mia_leakage_mean"]) for r in rows])
+    assert [rows[i]["rule"] for i in front] == ["rfa"]
+
+
+def test_heatmap_shows_absolute_accuracy_not_the_ratio(tmp_path, monkeypatch):
+    """Krum at 23% benign accuracy with 0.26 under attack: the ratio (1.14) looks robust, the
+    absolute value does not; the heatmap's matrix holds the absolute values."""
+    rows = T.aggregate([_fake("krum", "none", 0, 0.23, 0.6), _fake("krum", "lie", 0, 0.26, 0.6),
+                        _fake("fedavg", "none", 0, 0.9, 0.6), _fake("fedavg", "lie", 0, 0.7, 0.6)])
+    shown = []
+    import matplotlib.axes
+    orig = matplotlib.axes.Axes.imshow
+    monkeypatch.setattr(matplotlib.axes.Axes, "imshow", lambda self, m, **kw: (shown.append(m), orig(self, m, **kw))[1])
+    T.plot_robustness_heatmap(rows, tmp_path / "h.png")
+    m = shown[0]
+    rules = list(dict.fromkeys(r["rule"] for r in rows))
+    k, f = rules.index("krum"), rules.index("fedavg")
+    assert float(m[k, 0]) == pytest.approx(0.23) and float(m[k, 1]) == pytest.approx(0.26)   # benign, then attack
+    assert float(m[f, 1]) == pytest.approx(0.7)
+
+
+@pytest.mark.slow
+def test_ctrl_c_then_two_processes_share_the_rest(tmp_path):
+    """A sweep interrupted with SIGINT exits 130 and keeps its finished cells; two sweeps then
+    started on the same --out finish the grid between them, each cell run once."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    out = tmp_path / "sweep"
+    argv = [sys.executable, "-m", "protocols.cli", "tradeoff", "--rules", "fedavg", "--attacks", "none",
+            "--dp", "none", "--secagg", "off", "--seeds", ",".join(map(str, range(12))), "--rounds", "1",
+            "--clients", "6", "--set", "local_epochs=1", "--set", "model=logreg", "--no-audit", "--quiet",
+            "--out", str(out)]
+    first = subprocess.Popen(argv + ["--jobs", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((out / "cells").glob("*.json"))) < 2 and first.poll() is None:
+        time.sleep(0.2)
+    first.send_signal(signal.SIGINT)
+    _, err = first.communicate(timeout=120)
+    kept = {p.name for p in (out / "cells").glob("*.json")}
+    assert first.returncode in (130, 0), err            # 0 only if it finished before the signal
+    assert "Traceback" not in err
+    if first.returncode == 130:
+        assert "run the same command again to resume" in err and len(kept) < 12
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert not any("ran twice" in e for _, e in outs)
+    cells = [json.loads(p.read_text()) for p in (out / "cells").glob("*.json")]
+    assert len(cells) == 12 and all(c["status"] == "ok" for c in cells)
+    fresh = [c for c in cells if f"{c['key']}.json" not in kept]
+    assert {c["sweep"]["pid"] for c in fresh} == {p.pid for p in procs}     # the two sweeps shared them
+
+
+def test_paired_noise_cells_differ_only_in_secagg_get_the_same_noise():
+    """What --paired-noise promises: two DP cells that differ only in their secagg mode (off vs
+    plaintext, the same plaintext sum) train the same model; with CSPRNG noise they do not."""
+    import torch
+    from protocols.models import flat_params
+    from protocols.runner import make_simulation
+    from protocols.simulation import RunConfig
+
+    def final(secagg, paired):
+        cfg = RunConfig(rule="fedavg", clients=6, rounds=2, model="logreg", local_epochs=1, secagg=secagg,
+                        dp="user-central", noise_multiplier=1.0, dp_seeded_noise=paired)
+        sim = make_simulation(cfg)
+        sim.run()
+        return flat_params(sim.model)
+    assert torch.equal(final("off", True), final("plaintext", True))
+    assert not torch.equal(final("off", False), final("plaintext", False))

@@ -1,5 +1,5 @@
 """Membership attacks behind one interface (:class:`MembershipAttack`) and a registry.
-May import membership's views, features and metrics; nothing outside membership.
+May import membership's views, features, metrics and reference; nothing outside membership.
 
 =====================  ==========================================================
 name                   attack
@@ -10,7 +10,13 @@ name                   attack
 ``whitebox``           :class:`WhiteboxAttack` (Nasr, Shokri, Houmansadr 2019)
 ``loss_drop``          :class:`LossDrop`, active: loss(before) - loss(after)
 ``gradient_norm_drop`` :class:`GradientNormDrop`, active: gradient-norm drop
+``lira``               :class:`LiRA` (Carlini et al. 2022), reference models
+``rmia``               :class:`RMIA` (Zarifzadeh et al. 2024), reference models
 =====================  ==========================================================
+
+``lira`` and ``rmia`` (``requires_references``) score a record by comparing the target with
+reference models trained with and without it; they run through
+:func:`membership.attack_server_view` on a view that has reference runs.
 """
 from __future__ import annotations
 
@@ -19,12 +25,13 @@ from typing import Dict, Type
 
 from .base import MembershipAttack
 from .drop import GradientNormDrop, LossDrop
+from .reference import LiRA, RMIA
 from .threshold import ConfidenceThreshold, GradientNorm, LossThreshold
 from .whitebox import AttackNetwork, WhiteboxAttack
 
 ATTACKS: Dict[str, Type[MembershipAttack]] = {
     cls.name: cls for cls in (LossThreshold, ConfidenceThreshold, GradientNorm, WhiteboxAttack, LossDrop,
-                              GradientNormDrop)
+                              GradientNormDrop, LiRA, RMIA)
 }
 
 
@@ -42,4 +49,4 @@ def make_attack(name: str, **kwargs) -> MembershipAttack:
 
 
 __all__ = ["ATTACKS", "make_attack", "MembershipAttack", "LossThreshold", "ConfidenceThreshold", "GradientNorm",
-           "WhiteboxAttack", "AttackNetwork", "LossDrop", "GradientNormDrop"]
+           "WhiteboxAttack", "AttackNetwork", "LossDrop", "GradientNormDrop", "LiRA", "RMIA"]

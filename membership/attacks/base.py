@@ -36,6 +36,8 @@ class MembershipAttack(ABC):
     requires_fit: ClassVar[bool] = False
     #: minimum number of views the attack needs
     min_views: ClassVar[int] = 1
+    #: whether the attack needs reference models (LiRA, RMIA: membership.attack_server_view)
+    requires_references: ClassVar[bool] = False
 
     def __init__(self):
         self.threshold: Optional[float] = None

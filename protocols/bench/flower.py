@@ -142,9 +142,17 @@ def _flower_round(n: int, d: int, k: int, share_threshold: int, x: np.ndarray, r
 def run(*, quick: bool = False, device: str = "cpu", clients: Optional[int] = None,
         dim: Optional[int] = None) -> List[dict]:
     """Rows {case, seconds, baseline, ratio, n, d, note}: Flower's SecAgg+ round (each stage
-    and the total) against fedaudit's masked protocol at the same n, d and graph degree."""
+    and the total) against fedaudit's masked protocol at the same n, d and graph degree;
+    d in {1e5, 1e6} by default (``bench all``), one d with ``dim``."""
     n = clients if clients is not None else (20 if quick else 100)
-    d = dim if dim is not None else (10_000 if quick else 100_000)
+    dims = [dim] if dim is not None else ([10_000] if quick else [100_000, 1_000_000])
+    rows: List[dict] = []
+    for d in dims:
+        rows += _run_one(n, d, quick, device)
+    return rows
+
+
+def _run_one(n, d, quick: bool, device: str) -> List[dict]:
     if not isinstance(n, int) or n < 3:
         raise ValueError(f"clients={n!r} must be an integer >= 3 (Flower's SecAgg+ needs 3 shares or more)")
     if not isinstance(d, int) or d < 1:

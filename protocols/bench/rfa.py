@@ -108,16 +108,19 @@ def run(*, quick: bool = False, device: str = "cpu", clients: Optional[int] = No
         gm_case: Optional[str] = None
         gm_out: dict = {}
         if compute_geometric_median is not None:
-            gm_case = f"geom_median torch ({CALLS} iters) d={d}"
-            weights = torch.ones(n, device=x.device)
+            # geom_median's torch backend passes its weights to numpy (np.average): it runs on host
+            # tensors, so on an accelerator it gets a host copy of the updates.
+            x_host = x if x.device.type == "cpu" else x.cpu()
+            gm_case = f"geom_median torch ({CALLS} iters) d={d}" + ("" if x_host is x else " (host)")
+            weights = torch.ones(n)
 
             def gm():
                 # ftol < 0: never stop early, exactly CALLS Weiszfeld steps after the mean.
-                gm_out["res"] = compute_geometric_median(x, weights, maxiter=CALLS, ftol=-1.0)
+                gm_out["res"] = compute_geometric_median(x_host, weights, maxiter=CALLS, ftol=-1.0)
             cases[gm_case] = (gm, gm_out, "", repeats)
 
         times = _interleaved(cases, device)
-        g_gm = _objective(x, gm_out["res"].median) if gm_case else None
+        g_gm = _objective(x, gm_out["res"].median.to(x.device)) if gm_case else None
         for case, (fn, out, oracle, reps) in cases.items():
             row = {"case": case, "seconds": times[case], "baseline": base, "n": n, "d": d,
                    "goal": "", "note": ""}

@@ -16,14 +16,16 @@ SUITES: Dict[str, str] = {
     "clients": ".clients",
     "dp": ".dp",
     "flower": ".flower",
+    "keystream": ".keystream",
     "oracle": ".oracle",
     "rfa": ".rfa",
     "rules": ".rules",
     "run": ".run",
+    "scale": ".scale",
     "secagg": ".secagg",
 }
 # the order of `fedaudit bench all` (cheap and self-contained first)
-ALL_ORDER = ("oracle", "secagg", "flower", "rfa", "rules", "clients", "dp", "run")
+ALL_ORDER = ("oracle", "keystream", "secagg", "flower", "rfa", "rules", "clients", "dp", "run", "scale")
 # optional peers (the `bench` extra): import name -> (suite that uses it, how to install)
 PEERS: Dict[str, Tuple[str, str]] = {
     "geom_median": ("rfa", "pip install geom_median"),

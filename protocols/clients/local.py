@@ -10,6 +10,12 @@ They agree to float tolerance (tests/test_clients.py).
 
 Updates are returned as a flattened [n_clients, d] tensor ``local - global`` on
 the model's device, in ``model.parameters()`` order.
+
+Memory: the vectorized path trains the clients in groups (``LocalTraining.client_batch``,
+by default sized by :func:`client_group_size` from the model and the free memory): each
+group's stacked parameters, gradients, momentum and activations exist only while it
+trains, so memory is O(n d) for the returned updates plus O(group d) for the work. Every
+client's batch schedule is drawn up front, so the updates equal the all-at-once path's.
 """
 from __future__ import annotations
 
@@ -38,8 +44,14 @@ class LocalTraining:
     lr: float = 0.05
     momentum: float = 0.0
     weight_decay: float = 0.0
+    # Clients trained together by the vmap path: None sizes the groups from the model and the
+    # free memory (client_group_size); the updates do not depend on it.
+    client_batch: Optional[int] = None
 
     def __post_init__(self):
+        if self.client_batch is not None and (not isinstance(self.client_batch, int) or self.client_batch < 1):
+            raise ValueError(f"client_batch={self.client_batch!r} must be a positive integer (or None: sized "
+                             "from the free memory)")
         if not isinstance(self.epochs, int) or self.epochs < 1:
             raise ValueError(f"epochs={self.epochs!r} must be a positive integer")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
@@ -105,14 +117,30 @@ def train_vmap(model: nn.Module, x: Tensor, y: Tensor, client_indices: Sequence[
     device = next(model.parameters()).device
     n = len(client_indices)
     index, mask = batch_schedule(client_indices, cfg.epochs, cfg.batch_size, generator)
-    index, mask = index.to(device), mask.to(device)
     ids = (client_ids if client_ids is not None else torch.arange(n)).to(device)
-    names = [k for k, _ in model.named_parameters()]
     base = {k: p.detach() for k, p in model.named_parameters()}
+    d = sum(p.numel() for p in base.values())
     if start is None:
         start = torch.nn.utils.parameters_to_vector(base.values()).unsqueeze(0).expand(n, -1)
-    if start.shape != (n, sum(p.numel() for p in base.values())):
+    if start.shape != (n, d):
         raise ValueError(f"start must have shape [{n}, d], got {tuple(start.shape)}")
+    group = cfg.client_batch or client_group_size(model, x[:1], n, cfg)
+    out = torch.empty((n, d), dtype=start.dtype, device=device)
+    for a in range(0, n, group):
+        b = min(n, a + group)
+        # the group's steps: the all-at-once path idles these clients after them
+        busy = mask[a:b].any(dim=2).any(dim=0)
+        steps = int(busy.nonzero().max()) + 1 if bool(busy.any()) else 0
+        idx, msk = index[a:b, :steps].to(device), mask[a:b, :steps].to(device)
+        out[a:b] = _train_group(model, x, y, idx, msk, cfg, batch_transform, ids[a:b], start[a:b])
+    return out
+
+
+def _train_group(model: nn.Module, x: Tensor, y: Tensor, index: Tensor, mask: Tensor, cfg: LocalTraining,
+                 batch_transform: Optional[BatchTransform], ids: Tensor, start: Tensor) -> Tensor:
+    """vmap(grad) SGD of one group of clients over its batch schedule; returns local - start."""
+    n = start.shape[0]
+    names = [k for k, _ in model.named_parameters()]
     params = _unflatten_stacked(start, model)
     fdtype = start.dtype   # masks in the parameters' dtype: inputs may be integer token ids
     bufs = {k: torch.zeros_like(p) for k, p in params.items()} if cfg.momentum else None
@@ -140,6 +168,55 @@ def train_vmap(model: nn.Module, x: Tensor, y: Tensor, client_indices: Sequence[
                 step = bufs[k]
             params[k] = params[k] - cfg.lr * a * step
     return _flatten_stacked(params, names, n) - start
+
+
+def free_memory_bytes(device: torch.device) -> int:
+    """Memory a run may still take on ``device``: CUDA's free memory, or the host's MemAvailable
+    (Linux; elsewhere 4 GiB is assumed)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:                      # pragma: no cover - not Linux
+        pass
+    return 4 << 30
+
+
+def client_group_size(model: nn.Module, x_example: Tensor, n: int, cfg: LocalTraining,
+                      budget: Optional[int] = None) -> int:
+    """Clients per vmap group: a quarter of the free memory (on a CPU at most 2 GiB; or ``budget``
+    bytes) over what one client costs while it trains, at least 1 and at most n.
+
+    One client holds about six copies of the parameters (stacked parameters, gradients, momentum,
+    the step and the new parameters) and, per example of a minibatch, its activations and their
+    gradients (measured by one forward pass on ``x_example`` with hooks, times 3 for autograd).
+    """
+    device = next(model.parameters()).device
+    itemsize = next(model.parameters()).element_size()
+    d = sum(p.numel() for p in model.parameters())
+    acts = [0]
+
+    def hook(_m, _i, out):
+        if isinstance(out, Tensor):
+            acts[0] += out.numel()
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    try:
+        with torch.no_grad():
+            model(x_example[:1].to(device))
+    finally:
+        for h in handles:
+            h.remove()
+    per_client = itemsize * (6 * d + 3 * cfg.batch_size * acts[0]) + 2 * cfg.batch_size * x_example[:1].nbytes
+    if budget is None:
+        # a quarter of what is free; on a CPU at most 2 GiB: larger groups train no faster there
+        budget = free_memory_bytes(device) // 4
+        if device.type == "cpu":
+            budget = min(budget, 2 << 30)
+    return max(1, min(n, int(budget // max(1, per_client))))
 
 
 def train_loop(model: nn.Module, x: Tensor, y: Tensor, client_indices: Sequence[Tensor],

@@ -2,11 +2,12 @@
 and the soft-label cross-entropy of the parties' distillation step."""
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
+
+from protocols.rules.robustfilter import filter_count
 
 Tensor = torch.Tensor
 
@@ -32,7 +33,7 @@ def robustfilter_batched(x: Tensor, epsilon: float = 0.2, iterations: int = 2,
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
         raise ValueError(f"robustfilter: iterations={iterations!r} must be an integer >= 1")
     B, n, _ = x.shape
-    per_iter = math.floor(epsilon * n / 2 + 0.5)
+    per_iter = filter_count(epsilon, n)
     if per_iter * iterations >= n:
         raise ValueError(f"robustfilter: removing {per_iter} of n={n} points in each of {iterations} iterations "
                          f"leaves none; lower epsilon={epsilon} or iterations")

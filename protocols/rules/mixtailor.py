@@ -17,7 +17,7 @@ from secagg import ClientUpdates
 
 from .common import closest_to_median_mean, coordinate_median, pairwise_distances_p, revealed
 from .base import AggregationRule, register_rule
-from .krum import krum_scores, resolve_bulyan_f
+from .krum import bulyan_max_f, krum_scores, resolve_bulyan_f
 
 Tensor = torch.Tensor
 
@@ -111,6 +111,14 @@ class MixTailor(AggregationRule):
     name = "mixtailor"
     secagg_compatible = False
     citation = "MixTailor (mixed gradient aggregation against tailored attacks), Sec. 3 and 5"
+    breakdown_point = 0.25
+    breakdown_source = "its pool's Bulyan members need n >= 4f + 3 (MixTailor Sec. 5)"
+
+    def check(self, n: int) -> None:
+        resolve_bulyan_f(self.f, n, self.name)
+
+    def max_corrupted(self, n: int) -> int:
+        return bulyan_max_f(n)
 
     def pool(self) -> List[PoolMember]:
         """The 64 aggregators, fixed by ``seed``."""

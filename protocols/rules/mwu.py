@@ -48,6 +48,8 @@ class MWUAvg(AggregationRule):
     name = "mwu-avg"
     secagg_compatible = True
     citation = "Cronus appendix Alg. 4, eqs. 4-5 (MwuAvg)"
+    breakdown_point = 0.5
+    breakdown_source = "Cronus appendix A.4: MWU's breaking point is floor((n - 1) / 2) malicious parties"
 
     def __call__(self, updates: ClientUpdates) -> Tensor:
         _check_common(self.name, self.iterations, self.p)
@@ -114,6 +116,8 @@ class CRH(AggregationRule):
     name = "crh"
     secagg_compatible = True
     citation = "Li et al. 2014 (CRH); Cronus appendix A.4.2, eqs. 6-7"
+    breakdown_point = 0.5
+    breakdown_source = "Cronus appendix A.4: MWU's breaking point is floor((n - 1) / 2) malicious parties"
 
     def __call__(self, updates: ClientUpdates) -> Tensor:
         _check_common(self.name, self.iterations, self.p)

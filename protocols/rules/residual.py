@@ -111,6 +111,8 @@ class ResidualReweighting(AggregationRule):
     name = "residual"
     secagg_compatible = False
     citation = "Fu et al. 2019 (residual-based reweighting), Alg. 1"
+    breakdown_point = 0.5
+    breakdown_source = "Fu et al. 2019, Sec. 3: the repeated median's breakdown point is 50% (Siegel 1982)"
 
     def __call__(self, updates: ClientUpdates) -> Tensor:
         for key in ("lam", "gamma"):

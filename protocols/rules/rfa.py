@@ -36,6 +36,8 @@ class RFA(AggregationRule):
     name = "rfa"
     secagg_compatible = True
     citation = "Pillutla, Kakade, Harchaoui, RFA, Alg. 2 (smoothed Weiszfeld)"
+    breakdown_point = 0.5
+    breakdown_source = "RFA Sec. II: the geometric median's breakdown point is 1/2 (in total weight)"
 
     def __post_init__(self):
         if self.v0 not in ("mean", "zero"):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from dataclasses import dataclass
 from typing import Optional
 
@@ -9,10 +10,16 @@ import torch
 
 from secagg import ClientUpdates
 
-from .common import check_int, revealed
+from .common import as_fraction, check_int, revealed
 from .base import AggregationRule, register_rule
 
 Tensor = torch.Tensor
+
+
+def filter_count(epsilon: float, n: int) -> int:
+    """round(epsilon * n / 2), halves up, in exact arithmetic on the fraction epsilon stands for
+    (:func:`protocols.rules.common.as_fraction`): the updates each RobustFilter iteration removes."""
+    return math.floor(as_fraction(epsilon) * n / 2 + Fraction(1, 2))
 
 
 def top_direction_scores(x: Tensor):
@@ -50,16 +57,25 @@ class RobustFilter(AggregationRule):
     name = "robustfilter"
     secagg_compatible = False
     citation = "Diakonikolas et al. (filter); Cronus appendix C, Alg. 6 (practical variant)"
+    breakdown_point = "epsilon"
+    breakdown_source = "the filter assumes at most an epsilon fraction corrupted (Cronus appendix C)"
 
-    def __call__(self, updates: ClientUpdates) -> Tensor:
-        if not isinstance(self.epsilon, (int, float)) or not 0 <= self.epsilon < 1:
+    def check(self, n: int) -> int:
+        if isinstance(self.epsilon, bool) or not isinstance(self.epsilon, (int, float)) or not 0 <= self.epsilon < 1:
             raise ValueError(f"{self.name}: epsilon={self.epsilon!r} must lie in [0, 1) (the corrupted fraction)")
         check_int("iterations", self.iterations, self.name, minimum=1)
-        n = updates.n
-        per_iter = math.floor(self.epsilon * n / 2 + 0.5)
+        per_iter = filter_count(self.epsilon, n)
         if per_iter * self.iterations >= n:
             raise ValueError(f"{self.name}: removing {per_iter} of n={n} updates in each of {self.iterations} "
                              f"iterations leaves none; lower epsilon={self.epsilon} or iterations")
+        return per_iter
+
+    def max_corrupted(self, n: int) -> int:
+        return math.floor(as_fraction(self.epsilon) * n)
+
+    def __call__(self, updates: ClientUpdates) -> Tensor:
+        n = updates.n
+        per_iter = self.check(n)
         x = revealed(updates)
         keep = torch.arange(n, device=x.device)
         for _ in range(self.iterations):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Union
 
 import dp
 
@@ -49,8 +49,15 @@ class RunConfig:
     client_holdout: float = 0.0                 # fraction of each client's data held out for
                                                 # per-client accuracy (0.2 when personalized)
     threshold: Optional[float] = None           # masked: int count or fraction of clients
-    neighbors: Optional[int] = None             # masked: k-regular graph degree (None: complete)
+    neighbors: Union[int, str, None] = None     # masked: None complete graph; "auto" SecAgg+ with k and
+                                                # t_s from Bell et al.'s bound; an int k: k-regular (unchecked)
     dropout_rate: float = 0.0                   # masked: per-call client dropout probability
+    corrupt_fraction: Optional[float] = None    # masked: clients that may collude with the server, the
+                                                # bound's gamma (None: max(0.1, corrupt); never below corrupt)
+    dropout_fraction: Optional[float] = None    # masked: the bound's delta (None: max(0.1, dropout_rate))
+    on_abort: str = "continue"                  # a secure-aggregation call aborts (too few clients
+                                                # left): "continue" (the round keeps the model, as a
+                                                # real server would) or "stop" (end the run there)
     local_epochs: Optional[int] = None          # None: the dataset's preset, else 2
     batch_size: int = 16
     lr: Optional[float] = None                  # None: the dataset's preset, else 0.05
@@ -60,8 +67,12 @@ class RunConfig:
                                                 # 2018) in local training; 0: off
     server_lr: float = 1.0
     training: str = "vmap"
+    client_batch: Optional[int] = None          # vmap: clients trained together (None: sized from the
+                                                # model and the free memory; results do not change)
     seed: int = 0
     device: str = "cpu"
+    threads: Optional[int] = None               # torch CPU threads (None: the idle cores, see
+                                                # protocols.simulation.base.apply_threads)
     # Differential privacy (package ``dp``): None (off), "record" (Opacus DP-SGD in each
     # client's local training), "user-central" (clip + Gaussian noise by a trusted server),
     # "user-distributed" (clip + discrete Gaussian shares summed by secure aggregation).
@@ -71,7 +82,11 @@ class RunConfig:
     delta: float = 1e-5
     max_grad_norm: float = 1.0                  # record: per-example gradient clip
     dp_clip: float = 1.0                        # user-level: L2 clip C of each client's update
-    accountant: str = "rdp"                     # Opacus accountant: rdp | prv
+    accountant: str = "prv"                     # Opacus accountant: prv (tighter) | rdp; the
+                                                # distributed discrete Gaussian is always RDP
+    dp_seeded_noise: bool = False               # True: DP noise (and Poisson cohorts) from the run
+                                                # seed, for paired runs; the epsilon then does not
+                                                # hold against anyone who knows the seed
 
     def validate(self) -> None:
         if not isinstance(self.protocol, str) or not self.protocol:
@@ -95,16 +110,48 @@ class RunConfig:
             raise ValueError(f"server_lr={self.server_lr!r} must be > 0")
         if self.lr is not None and not self.lr > 0:
             raise ValueError(f"lr={self.lr!r} must be > 0 (or None for the dataset's preset)")
+        for name in ("client_batch", "threads"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"{name}={v!r} must be a positive integer (or None: chosen automatically)")
         if self.local_epochs is not None and not (isinstance(self.local_epochs, int) and self.local_epochs >= 1):
             raise ValueError(f"local_epochs={self.local_epochs!r} must be a positive integer "
                              "(or None for the dataset's preset)")
+        self._validate_secagg()
+        from protocols.simulation.checks import check_run   # torch and the registries (checks.py)
+        check_run(self)
         self._validate_dp()
 
+    def _validate_secagg(self) -> None:
+        n = self.neighbors
+        if not (n is None or n == "auto" or (isinstance(n, int) and not isinstance(n, bool) and n >= 1)):
+            raise ValueError(f"neighbors={n!r} (--neighbors) must be 'auto' (SecAgg+ from Bell et al.'s bound), "
+                             "a degree k >= 1, or None (the complete graph)")
+        for name in ("corrupt_fraction", "dropout_fraction"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1):
+                raise ValueError(f"{name}={v!r} (--{name.replace('_', '-')}) must be a fraction in [0, 1) or None")
+        # The poisoning clients may also collude with the server: the protocol must tolerate them.
+        if self.corrupt_fraction is not None and isinstance(self.corrupt, (int, float)) \
+                and self.corrupt_fraction < self.corrupt:
+            raise ValueError(f"corrupt_fraction={self.corrupt_fraction} is below the run's corrupt={self.corrupt}: "
+                             "the corrupted clients may collude with the server, so secure aggregation must "
+                             f"tolerate at least them; use --corrupt-fraction >= {self.corrupt} (or leave it unset)")
+        if self.dropout_fraction is not None and self.dropout_fraction < self.dropout_rate:
+            raise ValueError(f"dropout_fraction={self.dropout_fraction} is below dropout_rate={self.dropout_rate}: "
+                             "the simulated dropouts would exceed what the bound assumes; use "
+                             f"--dropout-fraction >= {self.dropout_rate} (or leave it unset)")
+
     def _validate_dp(self) -> None:
+        if not isinstance(self.dp_seeded_noise, bool):
+            raise ValueError(f"dp_seeded_noise={self.dp_seeded_noise!r} must be True or False")
         if self.dp is None:
             if self.noise_multiplier is not None or self.target_epsilon is not None:
                 raise ValueError(f"noise_multiplier={self.noise_multiplier!r} / target_epsilon="
                                  f"{self.target_epsilon!r} given without DP; choose --dp {'|'.join(DP_MODES)}")
+            if self.dp_seeded_noise:
+                raise ValueError("dp_seeded_noise=True (--dp-seeded-noise) without DP: there is no DP noise to "
+                                 f"seed; choose --dp {'|'.join(DP_MODES)} or drop the flag")
             return
         if self.dp not in DP_MODES:
             raise ValueError(f"dp={self.dp!r}; choose one of {DP_MODES} (or None for no DP)")
@@ -135,6 +182,12 @@ class RunConfig:
                              "(or --dp user-central)")
         if self.dp == "user-distributed" and self.noise_multiplier == 0:
             raise ValueError("noise_multiplier=0: distributed DP needs noise_multiplier > 0")
+        m = self.clients_per_round or self.clients
+        if m < self.clients and self.secagg == "masked" and isinstance(self.threshold, int) \
+                and not isinstance(self.threshold, bool):
+            raise ValueError(f"threshold={self.threshold} (a client count) under --dp {self.dp}: user-level DP "
+                             f"samples Poisson cohorts (about {m} of {self.clients} clients, varying), so give "
+                             "the masked protocol's threshold as a fraction of each cohort, e.g. --threshold 0.66")
 
     def local_training(self) -> LocalTraining:
         """The clients' SGD settings of a config whose dataset defaults are resolved
@@ -142,7 +195,8 @@ class RunConfig:
         if self.lr is None or self.local_epochs is None:
             raise ValueError("lr / local_epochs are None (the dataset's preset): resolve them first, "
                              "as the simulations do (protocols.data.dataset_run_defaults)")
-        return LocalTraining(self.local_epochs, self.batch_size, self.lr, self.momentum, self.weight_decay)
+        return LocalTraining(self.local_epochs, self.batch_size, self.lr, self.momentum, self.weight_decay,
+                             client_batch=self.client_batch)
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)

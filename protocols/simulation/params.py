@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import time
 from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
 import dp
-from secagg import ClientUpdates, Transcript
+from secagg import ClientUpdates, SecureAggregationAborted, Transcript
 
 from protocols.attacks import AttackView, corrupted_clients, make_attack, submit_poisoned
 from protocols.clients import TRAINERS, evaluate, train_clients_advreg
@@ -123,7 +124,7 @@ class Simulation:
         self.dpc = dp.RecordLevelClients(noise_multiplier=z, max_grad_norm=cfg.max_grad_norm,
                                          epochs=cfg.local_epochs, batch_size=cfg.batch_size, lr=cfg.lr,
                                          momentum=cfg.momentum, weight_decay=cfg.weight_decay, seed=cfg.seed,
-                                         accountant=cfg.accountant)
+                                         accountant=cfg.accountant, seeded_noise=cfg.dp_seeded_noise)
 
     def _calls_per_round(self) -> int:
         """Oracle calls (noisy releases) per round of the rule under user-level DP."""
@@ -134,11 +135,18 @@ class Simulation:
         return int(self.rule.max_calls) + (1 if self.rule.v0 == "mean" else 0)
 
     def _setup_user_dp(self) -> None:
-        """User-level DP (McMahan et al. 2018) on every oracle call: central or distributed."""
+        """User-level DP (McMahan et al. 2018) on every oracle call: central or distributed.
+
+        Cohorts are Poisson samples of rate q = m / N (:meth:`sample_clients`), which is what
+        the accountant analyses (add/remove one user; docs/dp.md). Central noise is the fine-grid
+        discrete Gaussian, accounted as the Gaussian (Opacus PRV or RDP); distributed noise is
+        the distributed discrete Gaussian, accounted by its RDP bound (Zhu-Wang under sampling).
+        """
         cfg = self.cfg
         C = float(cfg.dp_clip)
         m = cfg.clients_per_round or cfg.clients
-        self.accountant = dp.PrivacyAccountant(m / cfg.clients, accountant=cfg.accountant)
+        mechanism = "discrete" if cfg.dp == "user-distributed" else "gaussian"
+        self.accountant = dp.PrivacyAccountant(m / cfg.clients, accountant=cfg.accountant, mechanism=mechanism)
         base = make_oracle(cfg, m)
         if cfg.rule == "fedavg":
             # equal weights and the public expected count as denominator (McMahan et al. 2018)
@@ -163,20 +171,22 @@ class Simulation:
             den, mw = "noisy", dp.rfa_weight_floor(C, float(self.rule.nu))
         z = cfg.noise_multiplier
         if z is None:
-            if cfg.rule == "fedavg":
-                z = dp.user_level_noise_for_epsilon(cfg.target_epsilon, m, cfg.clients, cfg.rounds, cfg.delta,
-                                                    accountant=cfg.accountant)
-            else:
-                z = dp.rfa_noise_for_epsilon(cfg.target_epsilon, self._calls_per_round(), m, cfg.clients,
-                                             cfg.rounds, cfg.delta, accountant=cfg.accountant)
+            z = dp.rfa_noise_for_epsilon(cfg.target_epsilon, self._calls_per_round(), m, cfg.clients,
+                                         cfg.rounds, cfg.delta, accountant=cfg.accountant, mechanism=mechanism)
+            if mechanism == "discrete" and len(self.corrupted):
+                # corrupted clients add no noise: the honest expected share (1 - rho) must carry z^2
+                z = z / (1.0 - len(self.corrupted) / cfg.clients) ** 0.5
         self.noise_multiplier = float(z)
+        noise = dict(seeded_noise=cfg.dp_seeded_noise, seed=cfg.seed)
         if cfg.dp == "user-central":
+            # the cohort size is private under add/remove neighbours: clamp only to public constants
             self.oracle = dp.CentralDPOracle(base, clip=C, noise_multiplier=z, accountant=self.accountant,
-                                             denominator=den, min_weight=mw, seed=cfg.seed)
+                                             denominator=den, min_weight=mw, public_cohort_size=False, **noise)
         else:
-            self.oracle = dp.DistributedDPOracle(base, clip=C, noise_multiplier=z, expected_clients=m,
+            # each call's shares carry 1/n of the noise, n the call's cohort (the server sees it)
+            self.oracle = dp.DistributedDPOracle(base, clip=C, noise_multiplier=z, expected_clients=None,
                                                  accountant=self.accountant, denominator=den, min_weight=mw,
-                                                 seed=cfg.seed)
+                                                 **noise)
 
     def _data_poisoning(self):
         corrupted = self.corrupted.to(self.device)
@@ -212,10 +222,23 @@ class Simulation:
         return deltas, clipped
 
     def sample_clients(self) -> torch.Tensor:
-        m = self.cfg.clients_per_round or self.cfg.clients
-        if m == self.cfg.clients:
-            return torch.arange(self.cfg.clients)
-        return torch.randperm(self.cfg.clients, generator=self.gen)[:m].sort().values
+        """This round's cohort: all clients when clients_per_round is unset; under user-level DP a
+        Poisson sample (each client with q = m / N, the accountant's analysis; may be empty), drawn
+        from the OS CSPRNG (the cohort is part of the mechanism) or, with ``dp_seeded_noise``, from
+        (seed, round); otherwise m clients uniformly from the run's generator."""
+        cfg = self.cfg
+        m = cfg.clients_per_round or cfg.clients
+        if m == cfg.clients:
+            ids = torch.arange(cfg.clients)
+        elif self.accountant is not None:
+            rng = dp.noise_rng(cfg.dp_seeded_noise, cfg.seed, dp.noise.STREAM_COHORT, len(self.history))
+            ids = dp.bernoulli_cohort(cfg.clients, m, rng)
+        else:
+            ids = torch.randperm(cfg.clients, generator=self.gen)[:m].sort().values
+        if isinstance(self.oracle, dp.DistributedDPOracle):
+            # corrupted clients may add no noise: only the honest shares count (dp/distributed.py)
+            self.oracle.set_cohort(torch.isin(ids, self.corrupted))
+        return ids
 
     def broadcast_params(self, rnd: int) -> torch.Tensor:
         """The model the clients receive this round: the global model, or what a malicious
@@ -256,6 +279,8 @@ class Simulation:
         t0 = time.perf_counter()
         self.transcript.round = rnd
         ids = self.sample_clients()
+        if len(ids) == 0:
+            return self._empty_round(rnd, ids, t0)
         deltas = self.client_updates(ids, self.broadcast_params(rnd))
         counts = torch.tensor([len(self.client_indices[i]) for i in ids.tolist()],
                               dtype=deltas.dtype, device=deltas.device)
@@ -279,13 +304,23 @@ class Simulation:
             handle.reveal()  # without secure aggregation the server receives every update
         self.last_round_clients = ids
         clipped_before = getattr(self.oracle, "total_clipped", 0)
-        agg = self.rule(handle)
-        if agg.shape != (deltas.shape[1],) or not torch.isfinite(agg).all():
+        aborted = None
+        try:
+            agg = self.rule(handle)
+        except SecureAggregationAborted as exc:
+            # Too few clients survived a protocol call: a real server gets no sum and keeps its
+            # model this round (--on-abort continue), or stops the run (stop). Calls released
+            # before the abort stay in the transcript and in the DP accounting.
+            aborted, agg = f"{type(exc).__name__}: {exc}", None
+        if agg is not None and (agg.shape != (deltas.shape[1],) or not torch.isfinite(agg).all()):
             raise RuntimeError(f"rule {self.rule.name!r} returned an invalid aggregate "
                                f"(shape {tuple(agg.shape)}, finite={bool(torch.isfinite(agg).all())})")
         dp_fields = self._dp_round_fields(dp_clipped)
-        with torch.no_grad():
-            set_flat_params(self.model, flat_params(self.model) + self.cfg.server_lr * agg)
+        if agg is not None:
+            with torch.no_grad():
+                set_flat_params(self.model, flat_params(self.model) + self.cfg.server_lr * agg)
+        elif self.cfg.on_abort == "stop":
+            self.stopped = f"round {rnd}: {aborted}"
         self.global_history.append(flat_params(self.model).clone())
         acc, loss = evaluate(self.model, self.data.x_test, self.data.y_test)
         success = self.attack_success()
@@ -293,7 +328,31 @@ class Simulation:
         rec = RoundRecord(rnd, acc, loss, handle.oracle_calls, len(ids), time.perf_counter() - t0,
                           corrupted=int(torch.isin(ids, self.corrupted).sum()), attack_clipped=clipped,
                           clipped=getattr(self.oracle, "total_clipped", 0) - clipped_before,
-                          attack_success=success, client_accuracy=client_acc, **dp_fields)
+                          attack_success=success, client_accuracy=client_acc, aborted=aborted, **dp_fields)
+        self.history.append(rec)
+        return rec
+
+    def _empty_round(self, rnd: int, ids: torch.Tensor, t0: float) -> RoundRecord:
+        """A Poisson cohort with no client (user-level DP): recorded, not a crash. Central DP still
+        releases the round's noise (under add/remove neighbours an empty cohort must look like a
+        one-user cohort's noisy sum): each of the rule's calls is a noise-only release, accounted,
+        and the model moves by the last one (what the rule returns on all-zero sums). Distributed
+        DP has no noise shares to sum and no release (its zero-out relation never empties a cohort
+        on one user's account): the model is kept."""
+        calls = 0
+        if isinstance(self.oracle, dp.CentralDPOracle):
+            w = flat_params(self.model)
+            calls = self._calls_per_round()
+            for _ in range(calls):
+                agg = self.oracle.release_noise_only(w.shape[0], device=w.device, dtype=w.dtype)
+            with torch.no_grad():
+                set_flat_params(self.model, w + self.cfg.server_lr * agg)
+        self.last_round_clients = ids
+        dp_fields = self._dp_round_fields(None)
+        self.global_history.append(flat_params(self.model).clone())
+        acc, loss = evaluate(self.model, self.data.x_test, self.data.y_test)
+        rec = RoundRecord(rnd, acc, loss, calls, 0, time.perf_counter() - t0, attack_success=self.attack_success(),
+                          client_accuracy=self.client_accuracy(), **dp_fields)
         self.history.append(rec)
         return rec
 
@@ -311,16 +370,27 @@ class Simulation:
                     "delta": cfg.delta, "dp_clipped": dp_clipped, "round_noise_multiplier": z_round}
         return {}
 
-    def record_epsilons(self) -> Dict[int, float]:
-        """Each record-level client's epsilon at ``cfg.delta`` so far (``dp.RecordLevelClients.epsilons``).
+    def record_epsilons(self, accountant: Optional[str] = None) -> Dict[int, float]:
+        """Each record-level client's epsilon at ``cfg.delta`` so far (``dp.RecordLevelClients.epsilons``),
+        with ``accountant`` (default: the run's).
 
         With the RDP accountant the per-step RDP curve of each (sample rate, z) is computed
         once and scaled by the client's step count: exactly Opacus's
         ``RDPAccountant.get_epsilon`` (RDP composes additively, Mironov 2017), without
         recomputing the fractional-order series (about a second per client) every round.
         """
-        if self.cfg.accountant != "rdp":
-            return self.dpc.epsilons(self.cfg.delta)
+        if (accountant or self.cfg.accountant) != "rdp":
+            # PRV: one Opacus evaluation per distinct history (clients that trained alike share it)
+            cache = self.__dict__.setdefault("_prv_cache", {})
+            out = {}
+            for cid, c in self.dpc.clients.items():
+                dp.check_delta(self.cfg.delta, c.n_records, unit="records of this client")
+                key = tuple(c.engine.accountant.history)
+                if key not in cache:
+                    cache[key] = 0.0 if not key else math.inf if c.noise_multiplier == 0 else \
+                        dp.accounting.opacus_epsilon(list(key), self.cfg.delta, "prv")
+                out[cid] = cache[key]
+            return out
         from opacus.accountants import RDPAccountant
         from opacus.accountants.analysis import rdp as rdp_analysis
         alphas = RDPAccountant.DEFAULT_ALPHAS
@@ -351,22 +421,45 @@ class Simulation:
         last = self.history[-1] if self.history else None
         out: Dict[str, Any] = {"mode": cfg.dp, "noise_multiplier": self.noise_multiplier,
                                "target_epsilon": cfg.target_epsilon, "delta": cfg.delta,
-                               "accountant": cfg.accountant,
+                               "accountant": cfg.accountant, "noise": dp.noise_label(cfg.dp_seeded_noise),
                                "epsilon": last.epsilon if last else 0.0}
         if self.dpc is not None:
+            per = {a: self.record_epsilons(a) for a in ("rdp", "prv")}
             out.update({"max_grad_norm": cfg.max_grad_norm, "level": "record",
+                        "neighbouring_relation": "add/remove one record of a client (Poisson lots of rate "
+                                                 "1/ceil(n/batch_size), Opacus)",
+                        "mechanism": "DP-SGD, Opacus; secure-mode noise construction on OS-reseeded "
+                                     "generators" if not cfg.dp_seeded_noise else "DP-SGD, Opacus; seeded",
                         "epsilon_mean": last.epsilon_mean if last else 0.0,
-                        "per_client_epsilon": {str(k): v for k, v in self.record_epsilons().items()}})
-        else:
-            out.update({"clip": cfg.dp_clip, "level": "user",
-                        "sample_rate": self.accountant.sample_rate,
-                        "calls_per_round": self._calls_per_round(),
-                        "epsilon_without_sampling": last.epsilon_without_sampling if last else 0.0,
-                        "clipped_clients": sum(r.dp_clipped or 0 for r in self.history),
-                        "floored_calls": getattr(self.oracle, "floored_calls", 0),
-                        "accounting": self.accountant.to_dict()})
-            if cfg.rule != "fedavg":
-                out["nu"] = float(self.rule.nu)
+                        "epsilons": {a: max(v.values()) if v else 0.0 for a, v in per.items()},
+                        "per_client_epsilon": {str(k): v for k, v in per[cfg.accountant].items()}})
+            return out
+        acc = self.accountant
+        central = cfg.dp == "user-central"
+        m = cfg.clients_per_round or cfg.clients
+        out.update({"clip": cfg.dp_clip, "level": "user", "sample_rate": acc.sample_rate,
+                    "cohort_sampling": "poisson" if m < cfg.clients else "all clients every round",
+                    "neighbouring_relation": "add/remove one user" if central else
+                    "zero-out one user (its update replaced by 0 while it still sends noise; KLS 2021)",
+                    "mechanism": "fine-grid discrete Gaussian by the server, accounted as the Gaussian "
+                                 "(dp/grid.py)" if central else
+                                 "distributed discrete Gaussian (KLS 2021 Prop. 14), honest survivors' shares",
+                    "accountant": acc.accountant, "epsilons": acc.epsilons(cfg.delta),
+                    "calls_per_round": self._calls_per_round(),
+                    "epsilon_without_sampling": last.epsilon_without_sampling if last else 0.0,
+                    "clipped_clients": sum(r.dp_clipped or 0 for r in self.history),
+                    "empty_rounds": sum(1 for r in self.history if r.clients == 0),
+                    "floored_calls": getattr(self.oracle, "floored_calls", 0),
+                    "accounting": acc.to_dict()})
+        if not central:
+            out["gaussian_estimate"] = {"epsilon": acc.gaussian_estimate(cfg.delta),
+                                        "note": "the continuous sampled Gaussian of the same noise multipliers "
+                                                "(Opacus RDP): an estimate, not a guarantee"}
+            out["corrupt_clients_add_no_noise"] = int(len(self.corrupted))
+        if acc.note():
+            out["accountant_note"] = acc.note()
+        if cfg.rule != "fedavg":
+            out["nu"] = float(self.rule.nu)
         return out
 
     @torch.no_grad()
@@ -398,7 +491,11 @@ class Simulation:
         return None
 
     def run(self, progress: Optional[Callable[[RoundRecord], None]] = None) -> List[RoundRecord]:
+        """Rounds until ``cfg.rounds``, or until a round aborted with ``on_abort="stop"``
+        (``self.stopped`` says why; ``result()["stopped"]`` too)."""
         for rnd in range(len(self.history), self.cfg.rounds):
+            if getattr(self, "stopped", None):
+                break
             rec = self.step(rnd)
             if progress is not None:
                 progress(rec)
@@ -417,4 +514,6 @@ class Simulation:
                       "epsilon": last.epsilon if last else None},
             "dp": self.dp_summary(),
             "transcript": self.transcript.summary(),
+            "aborted_rounds": [r.round for r in self.history if r.aborted],
+            "stopped": getattr(self, "stopped", None),
         }

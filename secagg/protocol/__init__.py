@@ -22,9 +22,14 @@ Threat models (docs/security.md has the full table):
   The honest-client refusal of a double reveal is implemented nonetheless. Share
   ciphertexts are end-to-end AES-GCM: a tampered one is a dropped share.
 - ``active_security=True``: the variant against an actively malicious server (Fig. 4
-  with the red/underlined parts, Sec. 6.2; t > 2n/3 with fewer than n/3 corrupt
-  clients): signed keys, the ConsistencyCheck round and every honest client's checks
-  (:mod:`.active`), which abort with :class:`ProtocolViolationDetected`.
+  with the red/underlined parts, Sec. 6.2; t > 2n/3, enforced, with fewer than n/3
+  corrupt clients): signed keys, the ConsistencyCheck round and every honest client's
+  checks (:mod:`.active`), which abort with :class:`ProtocolViolationDetected`.
+
+Every secret comes from the OS CSPRNG, fresh per instance (:mod:`secagg.secrets`), unless
+``insecure_reproducible=True``. The SecAgg+ graph and its share threshold for
+``neighbors="auto"`` meet Bell et al. 2020's bound (:mod:`secagg.graph`); every result
+carries that label (``ProtocolResult.bound``).
 
 Malicious servers are server strategies (``run_protocol(adversary=...)``); a faulty
 network (:mod:`secagg.faults`) carries every message when ``network`` is given.

@@ -8,7 +8,9 @@ SIG.sign(d_u^SK, U3); before unmasking each client requires at least t valid
 signatures on the U3 it signed and a request that matches it. Every failed check
 raises :class:`ProtocolViolationDetected` naming the check and the party at fault (the
 client then aborts; the instance raises it). A share ciphertext that fails
-authentication is a detected violation here, not a dropped share.
+authentication is a detected violation here, not a dropped share. On a SecAgg+ graph
+(Bell et al. 2020) a client also refuses a U3 that leaves it or a neighbour fewer than t_s
+neighbours in U3 (``neighbours in U3``, :func:`check_survivor_set`).
 
 Each function is one assertion block of Fig. 4, on what the client holds; they keep
 no state. Simulation choice: every client verifies the same (signer, message,
@@ -77,10 +79,27 @@ def check_share_senders(p: PublicParams, u: int, senders: Iterable, accepted: Ma
                         f"(with u) are in U2, fewer than {need}")
 
 
+def _isolated(p: PublicParams, U3: Tuple[int, ...]) -> dict:
+    # {v in U3: its neighbours in U3} for the v with fewer than t_s of them; one verdict per U3
+    # (every client computes the same from the public graph).
+    key = ("isolated", U3)
+    if key not in p.memo:
+        S = set(U3)
+        counts = {v: sum(1 for w in p.graph[v] if w in S) for v in U3}
+        p.memo[key] = {v: c for v, c in counts.items() if c < p.share_threshold}
+    return p.memo[key]
+
+
 def check_survivor_set(p: PublicParams, u: int, blob: bytes, accepted: Iterable[int],
                        u2: Set[int]) -> Tuple[int, ...]:
     """Fig. 4, ConsistencyCheck: U3 is a well-formed set containing u (u sent its masked
-    input), within U2 as far as u can see (its share holders), of size >= t. Returns U3."""
+    input), within U2 as far as u can see (its share holders), of size >= t. Returns U3.
+
+    SecAgg+ (Bell et al. 2020) adds: u itself and each neighbour in U3, whose b-shares u would
+    reveal, keeps at least t_s neighbours in U3. With fewer than t_s corrupt neighbours (the
+    bound's S1) that leaves each an honest neighbour in U3 whose pairwise mask the server can
+    never regenerate; without it a server that declares a client's neighbours dropped would
+    reconstruct their s^SK and, with the client's b, unmask it (strategy ``isolate``)."""
     rnd = "consistency_check"
     try:
         U3 = decode_clients(blob, p.n)
@@ -95,6 +114,13 @@ def check_survivor_set(p: PublicParams, u: int, blob: bytes, accepted: Iterable[
                         "reached u (not in U2)", subject=outside[0])
     if len(S) < p.threshold:
         raise violation(rnd, "survivor set size", u, f"|U3| = {len(S)} < t = {p.threshold}")
+    if not p.complete:   # on the complete graph |U3| >= t > 2n/3 already leaves honest neighbours
+        thin = _isolated(p, U3)
+        for v in [u] + p.graph[u]:
+            if v in thin:
+                raise violation(rnd, "neighbours in U3", u, f"client {v} keeps only {thin[v]} neighbour(s) in U3, "
+                                f"fewer than t_s = {p.share_threshold}: revealing its self-mask seed share could "
+                                "unmask it (its neighbours dropped, or the server declared them dropped)", subject=v)
     return U3
 
 

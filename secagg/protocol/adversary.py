@@ -36,6 +36,17 @@ Strategies (``ADVERSARIES``):
   dropped to some of its share holders (they reveal s^SK-shares) and alive to the
   others (they reveal b-shares). See :class:`DropAndUnmask` for exactly when this
   works without active security and why the consistency check stops it.
+- ``split-shares``: withholds ``target``'s share ciphertexts from every other neighbour,
+  so the clients' views of U2 disagree (``target`` masks with them, they do not mask with
+  it). Without active security the server's bookkeeping aborts (the pairwise masks could
+  never be removed); with it the deprived neighbours see ``target`` in the signed U3
+  outside their U2 (detection).
+- ``isolate``: declares every neighbour of ``target`` dropped (after their masked inputs
+  arrived), so the holders reveal the neighbours' s^SK-shares and ``target``'s b-shares:
+  every mask of y_target can be regenerated. Without active security this recovers
+  ``target`` on any graph; with it, on the complete graph U3 falls below t, and on a sparse
+  graph the holders of ``target``'s shares see it keep fewer than t_s neighbours in U3
+  (check ``neighbours in U3``) and reveal nothing.
 """
 from __future__ import annotations
 
@@ -53,7 +64,7 @@ from .server import SecAggProtocol
 from .strategy import HonestServer
 
 __all__ = ["ADVERSARIES", "ActiveServer", "DoubleReveal", "InconsistentSurvivors", "KeySubstitution", "Replay",
-           "DropAndUnmask", "make_adversary"]
+           "DropAndUnmask", "SplitShares", "Isolate", "make_adversary"]
 
 
 class ActiveServer(HonestServer):
@@ -120,28 +131,61 @@ class ActiveServer(HonestServer):
         except ValueError:
             return None
 
-    def _attempt(self, U2, U3, public) -> None:
-        """Unmask y_v alone for every v whose masked input the server holds and whose b_v and
-        s_v^SK it can both reconstruct: x_v = y_v - PRG(b_v) - sum_{w<v} PRG(s_vw) + sum_{w>v} PRG(s_vw)."""
+    def _mask_key(self, v: int, public) -> Optional[bytes]:
+        # s_v^SK if the server holds it: v is corrupt, or enough s-shares of v were revealed.
         p = self.proto
-        for v in sorted(U3):
-            b, sk = self._secret("b", v), self._secret("s", v)
-            if b is None or sk is None:
+        if v in self.corrupt:
+            return p.clients[v].mask_secret()
+        sk = self._secret("s", v)
+        if sk is None or crypto.public_bytes(crypto.X25519PrivateKey.from_private_bytes(sk)) != public[v][1]:
+            return None
+        return sk
+
+    def _attempt(self, U2, U3, public) -> None:
+        """Unmask y_v alone for every v whose masked input the server holds, whose b_v it can
+        reconstruct, and whose every pairwise mask it can regenerate: from s_v^SK, or from s_w^SK
+        of each neighbour w that v masked with (a dropped or corrupt one):
+        x_v = y_v - PRG(b_v) - sum_{w<v} PRG(s_vw) + sum_{w>v} PRG(s_vw)."""
+        p = self.proto
+        for v in sorted(set(U3) - set(self.corrupt)):   # a colluder's input is the server's already
+            b = self._secret("b", v)
+            if b is None:
                 continue
-            if crypto.public_bytes(crypto.X25519PrivateKey.from_private_bytes(sk)) != public[v][1]:
+            view = p.clients[v].u2_view()
+            partners = [w for w in p.graph[v] if w in view]
+            sk = self._mask_key(v, public)
+            keys = {}
+            for w in partners:
+                own = sk if sk is not None else self._mask_key(w, public)
+                if own is None:
+                    break
+                keys[w] = crypto.agree(own, public[w][1] if own is sk else public[v][1])
+            if len(keys) < len(partners):
                 continue
-            y = p.masked_row(v, U2)    # what v sent in Round 2
+            y = p.masked_row(v, view)    # what v sent in Round 2
             y = y - crypto.prg_words(crypto.mask_key(b, "self"), p.d, p.bits).astype(np.uint64)
-            for w in p.graph[v]:
-                if w not in U2:
-                    continue
-                m = crypto.prg_words(crypto.mask_key(crypto.agree(sk, public[w][1]), "pair"), p.d,
-                                     p.bits).astype(np.uint64)
+            for w in partners:
+                m = crypto.prg_words(crypto.mask_key(keys[w], "pair"), p.d, p.bits).astype(np.uint64)
                 y = y - m if w < v else y + m
             x = torch.from_numpy(reduce_mod(y, p.bits).view(np.int64).copy())
             if p.bits < 64:
                 x = x & ((1 << p.bits) - 1)
             self.recovered[v] = x
+
+
+class Isolate(ActiveServer):
+    """Declares every neighbour of ``target`` dropped after their masked inputs arrived (one story,
+    told to everyone): holders reveal the neighbours' s^SK-shares and ``target``'s b-shares, which
+    regenerate every mask of y_target. On the complete graph U3 would shrink to ``target`` alone
+    (below t); on a sparse graph |U3| stays >= t."""
+
+    name = "isolate"
+
+    def survivors_for(self, client, survivors):
+        if self.target not in survivors:
+            return survivors
+        gone = set(self.proto.graph[self.target])
+        return [u for u in survivors if u not in gone]
 
 
 class DoubleReveal(ActiveServer):
@@ -220,7 +264,9 @@ class KeySubstitution(ActiveServer):
 
     def attach(self, proto) -> None:
         super().attach(proto)
-        self._fake = server_key_pairs(proto.seed, proto.instance, proto.n)   # the server's stand-in c keys
+        # The server's stand-in c keys: its own randomness (seeded only in a reproducible run).
+        self._fake = (server_key_pairs(proto.n, seed=proto.seed, instance=proto.instance)
+                      if proto.insecure_reproducible else server_key_pairs(proto.n))
 
     def keys_for(self, client, keys):
         v = self.target
@@ -265,7 +311,8 @@ class Replay(ActiveServer):
         p = proto
         other_kw = dict(modulus_bits=p.bits, threshold=p.threshold, neighbors=p.graph,
                         share_threshold=p.share_threshold, seed=p.seed, instance=p.instance + 1,
-                        allow_insecure_threshold=True, active_security=p.active)
+                        allow_insecure_threshold=True, active_security=p.active,
+                        insecure_reproducible=p.insecure_reproducible, pki=p.pki_registry)
         # The server recorded an earlier, honest instance among the same clients.
         self._other = SecAggProtocol(p.values, **other_kw).run()
         nb = p.graph[self.target]
@@ -294,8 +341,21 @@ class Replay(ActiveServer):
         return out
 
 
+class SplitShares(ActiveServer):
+    """Withholds ``target``'s share ciphertexts from every other neighbour of ``target`` (Fig. 4,
+    Round 2): the clients' views of U2 then disagree about ``target``."""
+
+    name = "split-shares"
+
+    def shares_for(self, client, ciphertexts):
+        deprived = self.proto.graph[self.target][1::2]
+        if client in deprived and self.target in ciphertexts:
+            return {v: ct for v, ct in ciphertexts.items() if v != self.target}
+        return ciphertexts
+
+
 STRATEGIES = {cls.name: cls for cls in (DoubleReveal, InconsistentSurvivors, KeySubstitution, Replay,
-                                        DropAndUnmask)}
+                                        DropAndUnmask, SplitShares, Isolate)}
 ADVERSARIES = tuple(STRATEGIES)   # the names ``run_protocol(adversary=...)`` accepts
 
 

@@ -5,8 +5,9 @@ s_u^SK among its share holders and encrypt the shares to each neighbour under
 AES-GCM (Round 1); store the ciphertexts relayed to it (Round 2; its masked input
 y_u itself is computed by :mod:`.dataplane` from the keys this client derives); in
 the active model sign U3 (ConsistencyCheck); answer the unmasking request (Round 3),
-refusing a double reveal. Its secrets come from :mod:`secagg.secrets`; its active-model
-checks are :mod:`.active`.
+refusing a double reveal. Its secrets come from :mod:`secagg.secrets` (the OS CSPRNG by
+default); its active-model checks are :mod:`.active`. Its view of U2 (the senders of the
+share ciphertexts it received) decides which pairwise masks it adds (Fig. 4, Round 2).
 
 Simulation choice: both ends of an edge derive the same X25519 secret; the clients of
 one instance share a memo so it is computed once per edge, kind and pair of keys.
@@ -19,7 +20,6 @@ from cryptography.exceptions import InvalidTag
 
 from .. import crypto, shamir
 from ..pki import SIGNATURE_BYTES, key_message, survivors_message
-from ..secrets import client_secrets
 from . import active
 from .messages import PublicParams, UnmaskingRefused, aborted, u32, violation
 
@@ -38,18 +38,19 @@ class SecAggClient:
     """One honest client of the protocol (Bonawitz et al. 2017, Fig. 4, "User").
 
     All its randomness (two X25519 key pairs, the self-mask seed b_u, the Shamir
-    coefficients) comes from :func:`secagg.secrets.client_secrets` for the instance's
-    root key and its index, so every protocol instance has fresh keys and masks. With
+    coefficients) comes from ``secrets``, its source in
+    :class:`secagg.secrets.InstanceRandomness` (the OS CSPRNG unless the run is insecure
+    and reproducible), so every protocol instance has fresh keys and masks. With
     ``public.pki`` set it runs the actively secure variant (the red/underlined parts of
     Fig. 4): it signs its keys and U3 and checks everything the server sends, raising
     :class:`ProtocolViolationDetected` on the first failed check.
     """
 
-    def __init__(self, index: int, root_key: bytes, instance_tag: bytes,
+    def __init__(self, index: int, secrets, instance_tag: bytes,
                  agreement_cache: Optional[dict] = None, public: Optional[PublicParams] = None):
         self.index = index
         self._tag = instance_tag
-        self._secrets = client_secrets(root_key, index)
+        self._secrets = secrets
         self._c_raw = self._secrets.x25519_private_bytes()
         self._s_raw = self._secrets.x25519_private_bytes()
         self._c = crypto.X25519PrivateKey.from_private_bytes(self._c_raw)
@@ -169,6 +170,17 @@ class SecAggClient:
         self._inbox = dict(ciphertexts)
         self._u2 = set(self._inbox) | {self.index}
 
+    def u2_view(self) -> frozenset:
+        """U2 as u sees it: the senders of the share ciphertexts relayed to u, and u (Fig. 4,
+        Round 2). u adds the pairwise mask with a neighbour v iff v is in it."""
+        return frozenset(self._u2)
+
+    def self_mask_commitment(self) -> bytes:
+        """Sent with u's Round 1 shares: a hash commitment to b_u bound to the instance and u
+        (:func:`secagg.crypto.commit_secret`), against which the server checks the b_u it
+        reconstructs, so a wrong share aborts instead of skewing the sum."""
+        return crypto.commit_secret(self._b, self._tag + u32(self.index))
+
     def pairwise_mask_key(self, v: int) -> bytes:
         """PRG key of the pairwise mask with v: s_uv = HKDF(X25519(s_u^SK, s_v^PK)) (Fig. 4, Round 2)."""
         return self._derived("mask", v)
@@ -217,6 +229,11 @@ class SecAggClient:
             if opened is not None:
                 out[v] = opened
         return out
+
+    def mask_secret(self) -> bytes:
+        """s_u^SK. Not part of the honest protocol: what a corrupt client hands a colluding server
+        (Bonawitz et al. 2017, Sec. 6.2)."""
+        return self._s_raw
 
     def unmask(self, survivors: Iterable[int], dropped: Iterable[int],
                signatures: Optional[Mapping[int, bytes]] = None) -> Dict[str, Any]:

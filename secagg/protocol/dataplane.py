@@ -76,11 +76,21 @@ class Job:
 
 def mask_jobs(clients: Sequence, graph: List[List[int]], survivors: List[int], U2: Set[int],
               b_hat: Mapping[int, bytes], s_hat: Mapping[int, bytes],
-              public: Mapping[int, Tuple[bytes, bytes]]) -> Tuple[List[Job], List[Job]]:
-    """Blocks of keystreams: client masks (self, pairwise) and the server's unmasking."""
+              public: Mapping[int, Tuple[bytes, bytes]],
+              views: Optional[Mapping[int, Set[int]]] = None) -> Tuple[List[Job], List[Job]]:
+    """Blocks of keystreams: client masks (self, pairwise) and the server's unmasking.
+
+    ``views``: each survivor's own view of U2 (it masks with the neighbours in it, Fig. 4,
+    Round 2); None: every survivor sees ``U2``. Survivors must agree about each other (the
+    control plane aborts otherwise); views may differ about dropped clients."""
     G = GROUP
     pos = {u: i for i, u in enumerate(survivors)}
     n3 = len(survivors)
+
+    def linked(a: int, b: int) -> bool:   # survivor a's masked input carries the mask with b
+        return b in (U2 if views is None else views[a])
+
+    nodes = U2 if views is None else set(survivors).union(*views.values())
     client_jobs: List[Job] = []
     for i0 in range(0, n3, G):
         grp = survivors[i0:i0 + G]
@@ -94,13 +104,15 @@ def mask_jobs(clients: Sequence, graph: List[List[int]], survivors: List[int], U
     # Pairwise masks, ordered by blocks of G receiving rows so that the block being
     # added to stays in cache while every sender u < v streams through it.
     by_block: Dict[int, List[Tuple[int, List[int]]]] = {}
-    for u in sorted(U2):
-        later = [v for v in graph[u] if v > u and v in U2]
-        alive = [v for v in later if v in pos]
+    for u in sorted(nodes):
+        later = [v for v in graph[u] if v > u]
+        alive = [v for v in later if v in pos and linked(v, u)]
+        if u in pos and any(not linked(u, v) for v in alive):
+            raise ValueError(f"survivor {u} and a survivor neighbour disagree about U2; the control plane aborts first")
         for blk in sorted({pos[v] // G for v in alive}):
             by_block.setdefault(blk, []).append((u, [v for v in alive if pos[v] // G == blk]))
         if u in pos:   # partners that dropped: only u's own (minus) side remains
-            gone = [v for v in later if v not in pos]
+            gone = [v for v in later if v not in pos and linked(u, v)]
             for i0 in range(0, len(gone), G):
                 grp = gone[i0:i0 + G]
                 client_jobs.append(Job([crypto.prg_encryptor(key(u, v)) for v in grp], minus=pos[u]))
@@ -115,7 +127,8 @@ def mask_jobs(clients: Sequence, graph: List[List[int]], survivors: List[int], U
         grp = survivors[i0:i0 + G]
         server_jobs.append(Job([crypto.prg_encryptor(crypto.mask_key(b_hat[u], "self")) for u in grp], sign=-1))
     for v, sk in sorted(s_hat.items()):
-        keys = {u: crypto.mask_key(crypto.agree(sk, public[u][1]), "pair") for u in graph[v] if u in pos}
+        keys = {u: crypto.mask_key(crypto.agree(sk, public[u][1]), "pair") for u in graph[v]
+                if u in pos and linked(u, v)}
         # y_u carries +PRG(s_uv) if v < u and -PRG(s_uv) if v > u: cancel it.
         for sign, part in ((-1, [u for u in keys if u > v]), (+1, [u for u in keys if u < v])):
             for i0 in range(0, len(part), G):
@@ -126,7 +139,8 @@ def mask_jobs(clients: Sequence, graph: List[List[int]], survivors: List[int], U
 def masked_sum(X: Tensor, bits: int, clients: Sequence, graph: List[List[int]], survivors: List[int],
                U2: Set[int], b_hat: Mapping[int, bytes], s_hat: Mapping[int, bytes],
                public: Mapping[int, Tuple[bytes, bytes]], *, overwrite: bool = False,
-               keep_masked_inputs: bool = True) -> Tuple[Tensor, Tensor, int]:
+               keep_masked_inputs: bool = True,
+               views: Optional[Mapping[int, Set[int]]] = None) -> Tuple[Tensor, Tensor, int]:
     """Masked inputs of U3 and the unmasked sum, chunk by chunk of coordinates:
     (total int64 [d], masked inputs int64 [|U3|, d or 0], keystream bytes produced).
 
@@ -134,12 +148,13 @@ def masked_sum(X: Tensor, bits: int, clients: Sequence, graph: List[List[int]], 
     viewed as bytes), then summed into the sender's row with one sign and added to
     the receivers' rows with the other; arithmetic is unsigned numpy wrap-around
     (mod 2^32 or 2^64), reduced mod 2^bits at the end. Memory: O((n + G) * chunk).
-    ``overwrite`` writes the masked inputs over the first |U3| rows of ``X``.
+    ``overwrite`` writes the masked inputs over the first |U3| rows of ``X``. ``views``: each
+    survivor's own view of U2 (see :func:`mask_jobs`).
     """
     n, d = X.shape
     device = X.device
     n3 = len(survivors)
-    client_jobs, server_jobs = mask_jobs(clients, graph, survivors, U2, b_hat, s_hat, public)
+    client_jobs, server_jobs = mask_jobs(clients, graph, survivors, U2, b_hat, s_hat, public, views)
     W = crypto.word_dtype(bits)
     wb = np.dtype(W).itemsize
     signed = np.int32 if wb == 4 else np.int64

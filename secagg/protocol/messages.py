@@ -15,18 +15,23 @@ from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 import numpy as np
 import torch
 
-from .. import crypto, graph as graphs
+from .. import graph as graphs
 from ..errors import ProtocolViolationDetected, SecureAggregationAborted
-from ..pki import SimulatedPKI
+from ..pki import PKISession
 
 Tensor = torch.Tensor
 
-__all__ = ["ROUNDS", "ACTIVE_ROUNDS", "ProtocolResult", "PublicParams", "UnmaskingRefused", "aborted", "violation",
-           "check_inputs", "public_graph", "check_threshold", "parse_dropouts", "u32"]
+__all__ = ["ROUNDS", "ACTIVE_ROUNDS", "DEFAULT_CORRUPT_FRACTION", "DEFAULT_DROPOUT_FRACTION", "ProtocolResult",
+           "PublicParams", "UnmaskingRefused", "aborted", "violation", "check_inputs", "choose_graph",
+           "check_threshold", "check_active_threshold", "parse_dropouts", "u32"]
 
 ROUNDS = ("advertise_keys", "share_keys", "masked_input", "unmasking")
 # The actively secure variant adds ConsistencyCheck before unmasking (Bonawitz et al. 2017, Fig. 4).
 ACTIVE_ROUNDS = ("advertise_keys", "share_keys", "masked_input", "consistency_check", "unmasking")
+# The threat model the SecAgg+ bound is computed for when the caller names none (Bell et al. 2020):
+# up to 10% of the clients colluding with the server, up to 10% dropping in one instance.
+DEFAULT_CORRUPT_FRACTION = 0.1
+DEFAULT_DROPOUT_FRACTION = 0.1
 
 
 class UnmaskingRefused(SecureAggregationAborted):
@@ -72,7 +77,10 @@ class ProtocolResult:
     device of the inputs. ``survivors`` is U3, sorted. Everything else except
     ``keystream_bytes`` is what the server saw or computed. ``recovered`` is filled
     only by an adversarial server (``run_protocol(adversary=...)``): the individual
-    inputs it managed to unmask alone, {client: int64 [d]}.
+    inputs it managed to unmask alone, {client: int64 [d]}. ``bound`` is the graph's
+    security label (:class:`secagg.graph.GraphParameters`: k, t_s, the fractions and
+    what Bell et al.'s bound says of them); ``insecure_reproducible`` and ``warning`` say
+    whether every secret was derived from the seed (see :mod:`secagg.secrets`).
     """
 
     total: Tensor
@@ -93,6 +101,10 @@ class ProtocolResult:
     active_security: bool = False
     signatures: Dict[int, bytes] = field(default_factory=dict)   # consistency-check signatures on U3
     recovered: Dict[int, Tensor] = field(default_factory=dict)   # adversarial server only
+    commitments: Dict[int, bytes] = field(default_factory=dict)  # u -> Round 1 commitment to b_u
+    bound: Dict[str, Any] = field(default_factory=dict)          # GraphParameters.as_dict()
+    insecure_reproducible: bool = False
+    warning: Optional[str] = None                                 # set when insecure_reproducible
 
     def server_view(self) -> Dict[str, Any]:
         """Everything the server saw or reconstructed (Bonawitz et al. 2017, Sec. 6), for the transcript."""
@@ -103,7 +115,8 @@ class ProtocolResult:
             "ciphertexts": self.ciphertexts, "masked_inputs": self.masked_inputs,
             "reconstructed_seeds": self.reconstructed_seeds,
             "reconstructed_keys": self.reconstructed_keys, "failed_shares": self.failed_shares,
-            "active_security": self.active_security,
+            "active_security": self.active_security, "commitments": self.commitments, "bound": self.bound,
+            "insecure_reproducible": self.insecure_reproducible, "warning": self.warning,
         }
         if self.active_security:
             view["consistency_signatures"] = self.signatures
@@ -120,7 +133,8 @@ class PublicParams:
     share_threshold: int
     complete: bool
     graph: List[List[int]]
-    pki: Optional[SimulatedPKI] = None
+    pki: Optional[PKISession] = None
+    memo: Dict[Any, Any] = field(default_factory=dict)   # verdicts every client would reach alike
 
 
 def check_inputs(values, modulus_bits) -> Tuple[int, int]:
@@ -150,26 +164,60 @@ def check_inputs(values, modulus_bits) -> Tuple[int, int]:
     return n, d
 
 
-def public_graph(neighbors, n: int, root: bytes) -> Tuple[List[List[int]], bool, str]:
-    """(graph, complete?, "secagg" or "secagg+"): the complete graph (Bonawitz et al. 2017) or the
-    SecAgg+ graph of Bell et al. 2020 (random k-regular, drawn from the instance root)."""
-    rng = np.random.default_rng(int.from_bytes(crypto.hkdf(root, info=b"graph", length=16), "big"))
+def _refuse_auto(n: int, t: int, p: graphs.GraphParameters, active: bool) -> ValueError:
+    c, d = p.corrupt_clients, p.dropout_clients
+    why = (f"the complete graph needs c < t <= n - d, here c={c}, t={t}, n - d={n - d}" if not p.meets else
+           f"active security also needs fewer than n/3 corrupt clients (Bonawitz et al. 2017, Sec. 6.2), "
+           f"here c={c} >= {n}/3")
+    return ValueError(
+        f"neighbors='auto': no communication graph meets Bell et al.'s bound for n={n} clients, "
+        f"corrupt_fraction gamma={p.corrupt_fraction:g} ({c} clients), dropout_fraction delta="
+        f"{p.dropout_fraction:g} ({d} clients), sigma={p.sigma}, eta={p.eta}: a sparse Erdos-Renyi graph "
+        f"would need k >= n - 1 = {n - 1} and {why}; lower corrupt_fraction / dropout_fraction or choose a "
+        f"threshold in ({c}, {n - d}]")
+
+
+def choose_graph(neighbors, n: int, rng: np.random.Generator, *, threshold: int, corrupt_fraction: float,
+                 dropout_fraction: float, active: bool):
+    """(graph, complete?, "secagg" or "secagg+", default t_s, :class:`secagg.graph.GraphParameters`).
+
+    None: the complete graph (Bonawitz et al. 2017), t_s = t. "auto": the Erdős–Rényi graph and
+    t_s that meet Bell et al.'s bound for the fractions (:func:`secagg.graph.secagg_plus_parameters`),
+    or the complete graph when no sparse one does; ValueError when none does. An int k: a random
+    k-regular graph, t_s a majority of the k + 1 holders, labelled as not checked against the
+    bound. Anything else: an explicit graph, labelled likewise. ``rng`` is the instance's
+    public graph coin (:meth:`secagg.secrets.InstanceRandomness.graph_rng`).
+    """
+    auto = graphs.secagg_plus_parameters(n, corrupt_fraction, dropout_fraction, threshold=threshold)
+    k_needed = auto.k if auto.graph == "erdos-renyi" else None
+    c = auto.corrupt_clients
     if isinstance(neighbors, str):
         if neighbors != "auto":
             raise ValueError(f"neighbors={neighbors!r}; use None, an int k, 'auto' or an explicit graph")
-        k = graphs.default_degree(n)
-        neighbors = None if k >= n - 1 else k
+        if not auto.meets or (active and 3 * c >= n):
+            raise _refuse_auto(n, threshold, auto, active)
+        if auto.graph == "complete":
+            return graphs.complete_graph(n), True, "secagg", threshold, auto
+        for _ in range(32):
+            # Degrees below t_s have probability < 2^-eta (the correctness bound); redraw if one occurs.
+            graph = graphs.erdos_renyi_graph(n, auto.k / (n - 1), rng)
+            if min(len(nb) for nb in graph) >= auto.share_threshold:
+                return graph, graphs.is_complete(graph), "secagg+", auto.share_threshold, auto
+        raise RuntimeError(f"32 Erdos-Renyi graphs in a row left a client with fewer than t_s="
+                           f"{auto.share_threshold} neighbours; the bound says this has probability < 2^-{auto.eta}")
     if neighbors is None:
-        graph = graphs.complete_graph(n)
-        complete = True
-    elif isinstance(neighbors, (int, np.integer)) and not isinstance(neighbors, bool):
-        graph = graphs.random_regular_graph(n, int(neighbors), rng)
-        complete = graphs.is_complete(graph)
+        label = graphs.complete_graph_parameters(n, threshold, corrupt_fraction, dropout_fraction, k_needed=k_needed)
+        return graphs.complete_graph(n), True, "secagg", threshold, label
+    if isinstance(neighbors, (int, np.integer)) and not isinstance(neighbors, bool):
+        graph, kind, k = graphs.random_regular_graph(n, int(neighbors), rng), "k-regular", int(neighbors)
     else:
-        graph = graphs.adjacency_from(neighbors, n)
-        complete = graphs.is_complete(graph)
-    protocol = "secagg" if neighbors is None else "secagg+"
-    return graph, complete, protocol
+        graph, kind, k = graphs.adjacency_from(neighbors, n), "explicit", None
+    complete = graphs.is_complete(graph)
+    ts = threshold if complete else graphs.default_share_threshold(max(len(nb) + 1 for nb in graph))
+    label = graphs.GraphParameters(kind, n, k, ts, threshold, float(corrupt_fraction), float(dropout_fraction), c,
+                                   auto.dropout_clients, graphs.SIGMA, graphs.ETA, None, None, None, k_needed,
+                                   "not checked against Bell et al.'s bound; neighbors='auto' derives k and t_s")
+    return graph, complete, "secagg+", ts, label
 
 
 def check_threshold(t, n: int, allow: bool, name: str, holders: str = "clients") -> int:
@@ -188,6 +236,16 @@ def check_threshold(t, n: int, allow: bool, name: str, holders: str = "clients")
             "client's self-mask seed and mask key could both be reconstructed (Bonawitz et al. 2017, "
             f"Sec. 6 take t > n/2); use {name} >= {n // 2 + 1} or pass allow_insecure_threshold=True")
     return t
+
+
+def check_active_threshold(t: int, n: int, allow: bool) -> None:
+    """The actively secure variant needs t > 2n/3 strictly (Bonawitz et al. 2017, Sec. 6.2: with
+    fewer than n/3 corrupt clients no two survivor sets can both gather t signatures)."""
+    if 3 * t <= 2 * n and not allow:
+        raise ValueError(f"active_security=True with threshold={t} <= 2n/3 for n={n} clients: two disjoint "
+                         "stories about the survivors could each gather t consistency signatures (Bonawitz et "
+                         f"al. 2017, Sec. 6.2 need t > 2n/3); use threshold >= {2 * n // 3 + 1} or pass "
+                         "allow_insecure_threshold=True")
 
 
 def parse_dropouts(dropouts, n: int, rounds: Tuple[str, ...] = ROUNDS) -> Dict[str, Set[int]]:

@@ -15,16 +15,20 @@ Rounds (Fig. 4; U1 ⊇ U2 ⊇ U3 ⊇ U4 are the clients that completed each roun
    t-out-of-|holders| among its holders (itself and its neighbours in U1) and sends
    each neighbour v its two shares under AES-GCM with key HKDF(X25519(c_u^SK, c_v^PK));
    the associated data binds the instance, the round, u and v. The server only
-   relays ciphertexts.
+   relays ciphertexts. With them u sends a hash commitment to b_u.
 2. ``masked_input``: u sends y_u = x_u + PRG(b_u) + sum_{v<u} PRG(s_uv)
-   - sum_{v>u} PRG(s_uv) mod M over its neighbours v in U2, where
-   s_uv = HKDF(X25519(s_u^SK, s_v^PK)) (the same for both ends).
+   - sum_{v>u} PRG(s_uv) mod M over its neighbours v in its own view of U2 (the senders
+   of the ciphertexts relayed to it), where s_uv = HKDF(X25519(s_u^SK, s_v^PK)) (the
+   same for both ends). If the server relayed inconsistent lists (u masks with v, v
+   not with u, both in U3) the pairwise mask cannot be removed: the instance aborts.
    (Active model only: ``consistency_check``, U3 is signed; see :mod:`.active`.)
 3. ``unmasking``: each u in U4, told U3 and the dropped set U2 \\ U3, decrypts the
    ciphertexts it holds and returns b-shares of survivors and s^SK-shares of dropped
    clients, refusing (:class:`UnmaskingRefused`) if asked for both kinds of share of
-   one client. The server reconstructs b_u (u in U3) and s_v^SK (v dropped), removes
-   the self masks and the dangling pairwise masks, and outputs sum_{u in U3} x_u mod M.
+   one client. The server reconstructs b_u (u in U3) and s_v^SK (v dropped), checks
+   each against its commitment (b_u against the Round 1 hash, s_v^SK against s_v^PK),
+   so a share off the polynomial aborts even when exactly t shares arrived, removes the
+   self masks and the dangling pairwise masks, and outputs sum_{u in U3} x_u mod M.
    A client dropping in this round is still in the sum.
 
 Fewer than ``threshold`` clients in any round, or (SecAgg+) fewer than the
@@ -52,14 +56,15 @@ from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 import numpy as np
 import torch
 
-from .. import crypto, graph as graphs, shamir
+from .. import crypto, shamir
 from ..errors import ProtocolViolationDetected, SecureAggregationAborted
 from ..pki import SimulatedPKI, encode_clients, encode_signatures
-from ..secrets import instance_root
+from ..secrets import INSECURE_WARNING, check_flag, instance_randomness
 from . import dataplane
 from .client import SecAggClient
-from .messages import (ACTIVE_ROUNDS, ROUNDS, ProtocolResult, PublicParams, UnmaskingRefused, aborted,
-                       check_inputs, check_threshold, parse_dropouts, public_graph)
+from .messages import (ACTIVE_ROUNDS, DEFAULT_CORRUPT_FRACTION, DEFAULT_DROPOUT_FRACTION, ROUNDS, ProtocolResult,
+                       PublicParams, UnmaskingRefused, aborted, check_active_threshold, check_inputs,
+                       check_threshold, choose_graph, parse_dropouts, u32)
 from .strategy import HonestServer
 
 Tensor = torch.Tensor
@@ -81,7 +86,7 @@ class SecAggProtocol:
     which call the strategy.
 
     ``network`` (see :mod:`secagg.faults`) carries every client <-> server message; None
-    is a perfect network.
+    is a perfect network. The other arguments are :func:`secagg.run_protocol`'s.
     """
 
     def __init__(self, values: Tensor, *, modulus_bits: int, threshold: int, neighbors=None,
@@ -89,14 +94,17 @@ class SecAggProtocol:
                  instance: int = 0, allow_insecure_threshold: bool = False,
                  tamper: Optional[Iterable[Tuple[int, int]]] = None, overwrite: bool = False,
                  active_security: bool = False, network=None, keep_masked_inputs: bool = True,
-                 server: Optional[HonestServer] = None):
+                 server: Optional[HonestServer] = None, corrupt_fraction: Optional[float] = None,
+                 dropout_fraction: Optional[float] = None, insecure_reproducible: bool = False,
+                 pki: Optional[SimulatedPKI] = None):
         n, d = check_inputs(values, modulus_bits)
-        if not isinstance(active_security, bool):
-            raise TypeError(f"active_security={active_security!r} must be True or False")
+        self.active = check_flag("active_security", active_security)
+        self.insecure_reproducible = check_flag("insecure_reproducible", insecure_reproducible)
         self.values, self.n, self.d, self.bits = values, n, d, modulus_bits
-        self.active = active_security
         self.rounds_used = ACTIVE_ROUNDS if active_security else ROUNDS
         self.threshold = check_threshold(threshold, n, allow_insecure_threshold, "threshold")
+        if self.active:
+            check_active_threshold(self.threshold, n, allow_insecure_threshold)
         self.drops = parse_dropouts(dropouts, n, self.rounds_used)
         self.seed, self.instance = seed, instance
         self.overwrite = bool(overwrite)
@@ -106,21 +114,43 @@ class SecAggProtocol:
         self.tamper = {(int(a), int(b)) for a, b in (tamper or ())}
         self.network = network
 
-        root = instance_root(seed, instance)
-        self.tag = crypto.hkdf(root, info=b"instance-tag", length=16)
-        self.graph, self.complete, self.protocol = public_graph(neighbors, n, root)
+        rand = instance_randomness(seed, instance, self.insecure_reproducible)
+        self.tag = rand.tag
+        self.corrupt_fraction = DEFAULT_CORRUPT_FRACTION if corrupt_fraction is None else corrupt_fraction
+        self.dropout_fraction = DEFAULT_DROPOUT_FRACTION if dropout_fraction is None else dropout_fraction
+        auto = isinstance(neighbors, str)
+        if auto and share_threshold is not None:
+            raise ValueError(f"share_threshold={share_threshold} with neighbors='auto': 'auto' derives t_s from "
+                             "Bell et al.'s bound; drop share_threshold, or give an int degree k")
+        self.graph, self.complete, self.protocol, default_ts, params = choose_graph(
+            neighbors, n, rand.graph_rng(), threshold=self.threshold, corrupt_fraction=self.corrupt_fraction,
+            dropout_fraction=self.dropout_fraction, active=self.active)
         sizes = [len(nb) + 1 for nb in self.graph]   # share holders: the client and its neighbours
         if share_threshold is None:
-            share_threshold = self.threshold if self.complete else graphs.default_share_threshold(max(sizes))
+            share_threshold = default_ts
         if share_threshold > min(sizes):
             raise ValueError(f"share_threshold={share_threshold} exceeds the {min(sizes)} share holders of the "
                              "least connected client; use a denser graph or a smaller share_threshold")
-        self.share_threshold = check_threshold(share_threshold, max(sizes), allow_insecure_threshold,
-                                               "share_threshold", "share holders per client")
-        self.pki = SimulatedPKI(seed, n) if active_security else None
+        if auto:   # t_s comes from the bound, which already accounts for the corrupt holders
+            self.share_threshold = share_threshold
+        else:
+            self.share_threshold = check_threshold(share_threshold, max(sizes), allow_insecure_threshold,
+                                                   "share_threshold", "share holders per client")
+        bound = params.as_dict()
+        bound["share_threshold"] = self.share_threshold
+        if self.active and bound["meets"] is not None:
+            # Sec. 6.2 adds n_C < n/3 and t > 2n/3 to what the graph must meet.
+            bound["meets"] = bool(bound["meets"] and 3 * params.corrupt_clients < n and 3 * self.threshold > 2 * n)
+        self.bound = bound
+        if active_security:
+            self.pki_registry = pki if pki is not None else SimulatedPKI(
+                insecure_seed=seed if self.insecure_reproducible else None)
+            self.pki = self.pki_registry.session(n)
+        else:
+            self.pki_registry, self.pki = None, None
         self._params = PublicParams(n, self.threshold, self.share_threshold, self.complete, self.graph, self.pki)
         self._agreements: dict = {}
-        self.clients = [SecAggClient(u, root, self.tag, self._agreements, self._params) for u in range(n)]
+        self.clients = [SecAggClient(u, rand.client(u), self.tag, self._agreements, self._params) for u in range(n)]
         self.incidents: List[SecureAggregationAborted] = []   # honest clients' refusals and detections
         self.server = server if server is not None else HonestServer()
         self.server.attach(self)
@@ -136,6 +166,9 @@ class SecAggProtocol:
 
     def relay(self, sender: int, recipient: int, ciphertext: bytes) -> bytes:
         return self.server.relay(sender, recipient, ciphertext)
+
+    def shares_for(self, client: int, ciphertexts: Dict[int, bytes]) -> Dict[int, bytes]:
+        return self.server.shares_for(client, ciphertexts)
 
     def survivors_for(self, client: int, survivors: List[int]) -> List[int]:
         return self.server.survivors_for(client, survivors)
@@ -225,6 +258,8 @@ class SecAggProtocol:
         if self.active:
             collected = self._consistency_check(U3, stories)
             askers = set(collected)
+        # After the clients' own checks (active model), before anyone reveals a share.
+        views = self._check_views(U3)
         answers = self._unmasking(askers, stories, collected, U2)
         shares = self._collect_shares(answers, survivors, sorted(U2 - U3))
         self.after_unmasking({"U1": U1, "U2": U2, "U3": U3, "public": public, "answers": answers,
@@ -233,7 +268,8 @@ class SecAggProtocol:
         if self.active:
             rounds["consistency_check"] = sorted(askers)
         rounds["unmasking"] = sorted(answers)
-        return self._unmask_sum(survivors, U2, shares, public, relayed, rounds, collected)
+        commitments = {u: sent[u]["commitment"] for u in U2}
+        return self._unmask_sum(survivors, U2, views, shares, public, relayed, rounds, collected, commitments)
 
     def _advertise_keys(self):
         # Round 0: AdvertiseKeys (active: keys signed under the PKI).
@@ -259,7 +295,7 @@ class SecAggProtocol:
             if ok:
                 ok, cts = step(clients[u].share_keys, {}, mine, self.share_threshold)
                 if ok:
-                    sent[u] = cts
+                    sent[u] = {"shares": cts, "commitment": clients[u].self_mask_commitment()}
         got = self._up(rnd, sent)
         U2 = set(got)
         self._check_round(rnd, U2, holders)
@@ -271,11 +307,11 @@ class SecAggProtocol:
         relayed: Dict[Tuple[int, int], bytes] = {}
         inbox: Dict[int, Dict[int, bytes]] = {v: {} for v in U2}
         for u in sorted(U2):
-            for v, ct in got[u].items():
+            for v, ct in got[u]["shares"].items():
                 relayed[(u, v)] = fwd = self.relay(u, v, ct)
                 if v in U2:
                     inbox[v][u] = self._tap("share", v, fwd)
-        inbox = self._down(rnd, inbox)
+        inbox = self._down(rnd, {v: self.shares_for(v, inbox[v]) for v in sorted(inbox)})
         sent_y: Dict[int, bytes] = {}
         for v in sorted(inbox):
             if v in self.drops[rnd]:
@@ -286,6 +322,21 @@ class SecAggProtocol:
         U3 = set(self._up(rnd, sent_y))
         self._check_round(rnd, U3, holders)
         return U3, relayed
+
+    def _check_views(self, U3: Set[int]) -> Dict[int, frozenset]:
+        # Each survivor masked with the neighbours in its own view of U2 (Fig. 4, Round 2). The
+        # server knows every view (it relayed the lists); a pair of survivors that disagree about
+        # each other leaves a pairwise mask no reconstruction can remove: abort, never a wrong sum.
+        views = {u: self.clients[u].u2_view() for u in U3}
+        for u in sorted(U3):
+            for v in self.graph[u]:
+                if v > u and v in U3 and (v in views[u]) != (u in views[v]):
+                    a, b = (u, v) if v in views[u] else (v, u)
+                    raise aborted("masked_input", f"secure aggregation aborted in round 'masked_input': client {a} "
+                                                  f"masked its input with client {b}, but client {b} was not relayed "
+                                                  f"client {a}'s shares (inconsistent views of U2): their pairwise "
+                                                  "mask cannot be removed", client=b)
+        return views
 
     def _consistency_check(self, U3: Set[int], stories: Dict[int, List[int]]):
         # Active model, ConsistencyCheck (Fig. 4, red): every survivor signs the U3 it was told.
@@ -354,37 +405,72 @@ class SecAggProtocol:
             failed += [(v, u) for v in resp["failed"]]
         return b_shares, s_shares, failed
 
-    def _unmask_sum(self, survivors: List[int], U2: Set[int], shares, public, relayed,
-                    rounds: Dict[str, List[int]], collected) -> ProtocolResult:
-        # Fig. 4, Round 3, server side: reconstruct b_u (U3) and s_v^SK (dropped), then the sum.
+    def _unmask_sum(self, survivors: List[int], U2: Set[int], views: Dict[int, frozenset], shares, public, relayed,
+                    rounds: Dict[str, List[int]], collected, commitments: Dict[int, bytes]) -> ProtocolResult:
+        # Fig. 4, Round 3, server side: reconstruct b_u (U3) and s_v^SK (dropped), check them, then the sum.
         b_shares, s_shares, failed = shares
         answered = len(rounds["unmasking"])
         if answered < self.threshold:
             raise aborted("unmasking", f"secure aggregation aborted in round 'unmasking': only {answered} of "
                                        f"{self.n} clients answered, fewer than the threshold t={self.threshold}",
                           alive=answered, threshold=self.threshold)
-        dropped = sorted(s_shares)
         pos = {u: i for i, u in enumerate(survivors)}
-        needs_key = [v for v in dropped if any(w in pos for w in self.graph[v])]
+        # The dropped clients some survivor masked with, in its own view of U2.
+        needs_key = sorted({v for u in survivors for v in self.graph[u] if v not in pos and v in views[u]})
+        for v in needs_key:
+            if v not in s_shares:
+                raise aborted("unmasking", f"a survivor masked its input with client {v}, whose shares never "
+                                           "reached the server: that pairwise mask cannot be removed", client=v)
         b_hat = {v: self._reconstruct(v, b_shares[v], "self-mask seed b", failed) for v in survivors}
         s_hat = {v: self._reconstruct(v, s_shares[v], "mask key s^SK", failed) for v in needs_key}
+        # Interpolation cannot see a share off the polynomial: check each secret against its commitment.
+        for v, b in b_hat.items():
+            ok = lambda sec, v=v: crypto.commit_secret(sec, self.tag + u32(v)) == commitments[v]  # noqa: E731
+            if not ok(b):
+                raise aborted("unmasking", self._bad_share(v, b_shares[v], "self-mask seed b_v",
+                                                           "its Round 1 commitment", ok), client=v)
         for v, key in s_hat.items():
-            if crypto.public_bytes(crypto.X25519PrivateKey.from_private_bytes(key)) != public[v][1]:
-                raise aborted("unmasking", f"the reconstructed mask key of client {v} does not match its "
-                                           "advertised public key: the shares are inconsistent", client=v)
+            ok = lambda sec, v=v: crypto.public_bytes(  # noqa: E731
+                crypto.X25519PrivateKey.from_private_bytes(sec)) == public[v][1]
+            if not ok(key):
+                raise aborted("unmasking", self._bad_share(v, s_shares[v], "mask key s_v^SK",
+                                                           "its advertised public key s_v^PK", ok), client=v)
         if self.incidents:
             raise self._outcome(None)   # a client aborted: do not spend the data plane
 
         total, masked, nbytes = dataplane.masked_sum(
             self.values, self.bits, self.clients, self.graph, survivors, U2, b_hat, s_hat, public,
-            overwrite=self.overwrite, keep_masked_inputs=self.keep_masked_inputs)
+            overwrite=self.overwrite, keep_masked_inputs=self.keep_masked_inputs, views=views)
         return ProtocolResult(
             total=total, survivors=survivors, masked_inputs=masked, public_keys=public,
             ciphertexts=relayed, reconstructed_seeds=b_hat, reconstructed_keys=s_hat,
             failed_shares=sorted(failed), rounds=rounds,
             graph=self.graph, threshold=self.threshold, share_threshold=self.share_threshold,
             modulus_bits=self.bits, protocol=self.protocol, keystream_bytes=nbytes,
-            active_security=self.active, signatures={u: s for u, (_, s) in collected.items()})
+            active_security=self.active, signatures={u: s for u, (_, s) in collected.items()},
+            commitments=commitments, bound=dict(self.bound), insecure_reproducible=self.insecure_reproducible,
+            warning=INSECURE_WARNING if self.insecure_reproducible else None)
+
+    def _bad_share(self, v: int, shares: Dict[int, int], what: str, against: str, ok) -> str:
+        # The message of a secret that fails its commitment. With a spare share, the culprit is the
+        # holder (among the t used) without whose share the reconstruction passes; O(t^3), so only small t.
+        t = self.share_threshold
+        used = sorted(shares)[:t]
+        culprit = None
+        if len(shares) > t and t <= 128:
+            for h in used:
+                try:
+                    cand = shamir.int_to_secret(shamir.reconstruct({g: s for g, s in shares.items() if g != h}, t))
+                except ValueError:
+                    continue
+                if ok(cand):
+                    culprit = h
+                    break
+        who = (f"; holder {culprit}'s share is the one off the polynomial" if culprit is not None else
+               f"; {len(shares)} share(s) for threshold {t}: the wrong one cannot be named")
+        return (f"secure aggregation aborted in round 'unmasking': client {v}'s {what}, reconstructed from the "
+                f"shares of holders {used}, does not match {against}: a share is not on the polynomial (its "
+                f"holder altered it){who}")
 
     def _reconstruct(self, v: int, shares: Dict[int, int], what: str, failed) -> bytes:
         if len(shares) < self.share_threshold:
@@ -398,7 +484,9 @@ class SecAggProtocol:
         except ValueError as exc:
             raise aborted("unmasking", f"client {v}'s {what} could not be reconstructed: {exc}", client=v) from None
 
-    def masked_row(self, u: int, U2: Iterable[int]) -> np.ndarray:
+    def masked_row(self, u: int, U2: Optional[Iterable[int]] = None) -> np.ndarray:
         """y_u (Fig. 4, Round 2) computed naively for one client (uint64 residues): what the
-        server receives from u. Used by adversaries and tests, not by the bulk path."""
-        return dataplane.masked_row(self.values[u], self.clients[u], self.graph[u], U2, self.bits)
+        server receives from u, masked over u's own view of U2 unless ``U2`` is given. Used by
+        adversaries and tests, not by the bulk path."""
+        view = self.clients[u].u2_view() if U2 is None else U2
+        return dataplane.masked_row(self.values[u], self.clients[u], self.graph[u], view, self.bits)

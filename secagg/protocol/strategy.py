@@ -21,6 +21,7 @@ class HonestServer:
 
     - :meth:`keys_for` (Round 0 -> 1): the advertised keys listed to a client;
     - :meth:`relay` (Round 1 -> 2): what the server forwards for each ciphertext;
+    - :meth:`shares_for` (Round 2): which ciphertexts a client receives, i.e. its view of U2;
     - :meth:`survivors_for` (Round 2 -> 3): the U3 told to a client;
     - :meth:`unmask_request` (unmasking): the (survivors, dropped) sets sent to a client;
     - :meth:`signatures_for` (active model): the consistency signatures sent to a client;
@@ -57,6 +58,11 @@ class HonestServer:
         if (sender, recipient) in self.proto.tamper:
             return bytes([ciphertext[0] ^ 1]) + ciphertext[1:]
         return ciphertext
+
+    def shares_for(self, client: int, ciphertexts: Dict[int, bytes]) -> Dict[int, bytes]:
+        """The share ciphertexts {sender: ciphertext} delivered to ``client`` at the start of Fig. 4,
+        Round 2; their senders are the client's view of U2 (honest: every one from U2)."""
+        return ciphertexts
 
     def survivors_for(self, client: int, survivors: List[int]) -> List[int]:
         """The U3 the server tells ``client`` (Fig. 4; honest: the same U3 to everyone)."""

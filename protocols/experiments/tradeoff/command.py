@@ -7,12 +7,13 @@ writes ``DIR/grid.json``, ``DIR/results.csv``, the plots and the cell files, and
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 import time
 from pathlib import Path
 from typing import Optional
 
-from protocols.experiments.options import parse_kv
+from protocols.experiments.options import parse_kv, prepare_output_dir
+from protocols.report import atomic_write_json
 from protocols.simulation import SECAGG_MODES
 
 from .cells import run_grid
@@ -37,7 +38,7 @@ def add_tradeoff_parser(subparsers) -> argparse.ArgumentParser:
                               description=__doc__.splitlines()[0])
     p.add_argument("--config", type=Path, default=None,
                    help="grid file (.toml, .json, .yaml): keys rules, attacks, corrupt, dp, secagg, seeds, run, "
-                        "rule_args, attack_args, audit; options below override it")
+                        "rule_args, attack_args, audit, paired_noise; options below override it")
     p.add_argument("--rules", default=None, help=f"comma-separated rules (default: {','.join(d['rules'])})")
     p.add_argument("--attacks", default=None,
                    help=f"comma-separated attacks, 'none' = benign (default: {','.join(d['attacks'])})")
@@ -53,6 +54,11 @@ def add_tradeoff_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--dataset", default=None, help="dataset (default: digits)")
     p.add_argument("--set", action="append", default=[], metavar="K=V",
                    help="any other RunConfig field for every cell (repeatable; e.g. partition=iid)")
+    p.add_argument("--paired-noise", action="store_true",
+                   help="DP cells draw their noise from the run seed (per round and call), the same in every "
+                        "secagg mode, so that cells differing only in secagg are paired; insecure (the noise is "
+                        "reproducible), for comparisons only, and labelled so in the outputs (default: OS CSPRNG "
+                        "noise; compare means over seeds)")
     p.add_argument("--no-audit", action="store_true", help="skip the membership audit (no MIA columns)")
     p.add_argument("--audit-attacks", default=None, help="membership attacks of the audit (default: loss,gradient_norm)")
     p.add_argument("--audit-active", action="store_true", help="also audit the malicious server's active views")
@@ -61,7 +67,10 @@ def add_tradeoff_parser(subparsers) -> argparse.ArgumentParser:
                    help="local: spawned processes; ray: Ray tasks (default: %(default)s)")
     p.add_argument("--address", default=None, help="Ray cluster address to join (default: start a local Ray)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per cell (default: %(default)s)")
-    p.add_argument("--out", type=Path, default=Path("fedaudit-tradeoff"), help="output folder (default: %(default)s)")
+    p.add_argument("--out", type=Path, default=Path("fedaudit-tradeoff"),
+                   help="output folder, checked writable before any cell runs; finished cells are kept there, so "
+                        "rerunning the command (after Ctrl-C, or from a second process) resumes or shares the "
+                        "work (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_tradeoff)
     return p
@@ -83,21 +92,30 @@ def grid_from_args(args: argparse.Namespace) -> Grid:
             audit["attacks"] = _split(args.audit_attacks)
         if args.audit_active:
             audit["active"] = True
-    return make_grid({**data, "run": run, "audit": audit}, rules=_split(args.rules), attacks=_split(args.attacks),
+    paired = True if args.paired_noise else data.get("paired_noise")
+    return make_grid({**data, "run": run, "audit": audit}, paired_noise=paired, rules=_split(args.rules),
+                     attacks=_split(args.attacks),
                      corrupt=_split(args.corrupt, float), dp=_split(args.dp), secagg=_split(args.secagg),
                      seeds=_split(args.seeds, int))
 
 
 def cmd_tradeoff(args: argparse.Namespace) -> int:
-    grid = grid_from_args(args)
     if args.threads < 0:
         raise ValueError(f"--threads {args.threads}: give a positive number, or 0 for torch's default")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "grid.json").write_text(json.dumps(grid.to_dict(), indent=1))
+    grid = grid_from_args(args)        # every cell validated: a bad value is an error here, before any cell runs
+    out = prepare_output_dir(args.out)
+    for w in grid.warnings:
+        print(f"fedaudit: warning: {w}", file=sys.stderr)
+    atomic_write_json(out / "grid.json", grid.to_dict(), indent=1)
     t0 = time.perf_counter()
-    results = run_grid(grid, out, jobs=args.jobs, backend=args.backend, address=args.address,
-                       threads=args.threads, progress=not args.quiet)
+    try:
+        results = run_grid(grid, out, jobs=args.jobs, backend=args.backend, address=args.address,
+                           threads=args.threads, progress=not args.quiet)
+    except KeyboardInterrupt:
+        done = len(list((out / "cells").glob("*.json")))
+        print(f"fedaudit: interrupted; {done} finished cell(s) are kept in {out / 'cells'}: run the same command "
+              "again to resume", file=sys.stderr)
+        return 130
     rows = aggregate(results)
     csv_path = write_csv(rows, out / "results.csv")
     pngs = write_plots(rows, out)
@@ -106,5 +124,7 @@ def cmd_tradeoff(args: argparse.Namespace) -> int:
     print(f"\n{len(results)} cells ({counts['ok']} ok, {counts['refused']} refused, {counts['failed']} failed), "
           f"{len(rows)} rows over seeds {list(grid.seeds)}; {time.perf_counter() - t0:.0f} s "
           f"(backend {args.backend}, {args.jobs} job{'s' if args.jobs > 1 else ''})")
+    if grid.paired_noise:
+        print("DP noise was seeded (--paired-noise): reproducible and paired across secagg modes, not private")
     print(f"wrote {csv_path}, {', '.join(p.name for p in pngs)} and {len(results)} cell files in {out / 'cells'}")
     return 0 if counts["failed"] == 0 else 1

@@ -17,19 +17,24 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from protocols.attacks import ATTACKS
-from protocols.rules import RULES, make_rule
+from protocols.rules import RULES
 from protocols.simulation import DP_MODES, SECAGG_MODES, RunConfig
+from protocols.simulation.config import USER_DP_RULES
 
 #: Bumped when a cell's measurement changes, so that old cell files are not reused.
-CELL_FORMAT = 1
+CELL_FORMAT = 2
 
-# The default grid: three rules (one that needs individual updates), benign + two attacks,
-# no DP and two user-level noise levels, secure aggregation off and on, two seeds.
+# The default grid shows each trade-off on digits in about two minutes on two cores: three rules
+# (Krum needs individual updates: refused under secure aggregation and user-level DP),
+# benign + a backdoor (its success rate) + RFA's omniscient corruption (FedAvg falls to ~10%,
+# RFA keeps ~33-71%), no DP and two user-level noise levels (z = 0.5: epsilon ~46, little cost;
+# z = 2: epsilon ~7.5, FedAvg 84% -> ~45-50%), secure aggregation off (the server's individual
+# view) and on, two seeds (plots show both). docs/tradeoff.md has the measured table.
 DEFAULT_GRID: Dict[str, Any] = {
     "rules": ["fedavg", "rfa", "krum"],
-    "attacks": ["none", "backdoor", "lie"],
+    "attacks": ["none", "backdoor", "omniscient"],
     "corrupt": [0.2],
-    "dp": ["none", "user-central:z=0.3", "user-central:z=1.0"],
+    "dp": ["none", "user-central:z=0.5", "user-central:z=2.0"],
     "secagg": ["off", "quantized"],
     "seeds": [0, 1],
     "run": {"rounds": 10, "clients": 20},
@@ -120,6 +125,7 @@ class Grid:
     attack_args: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     audit: Any = field(default_factory=lambda: {"attacks": ["loss", "gradient_norm"], "n_bootstrap": 200,
                                                 "active": False})
+    paired_noise: bool = False
 
     def validate(self) -> None:
         for name in ("rules", "attacks", "corrupt", "dp", "secagg", "seeds"):
@@ -148,10 +154,13 @@ class Grid:
             parse_dp(d)
         known = {f.name for f in dataclasses.fields(RunConfig)}
         owned = {"rule", "rule_args", "attack", "attack_args", "corrupt", "secagg", "seed", "dp",
-                 "noise_multiplier", "target_epsilon"}
+                 "noise_multiplier", "target_epsilon", "dp_seeded_noise"}
         for k in self.run:
             if k not in known:
                 raise ValueError(f"grid run option {k!r} is not a RunConfig field; choose from {sorted(known - owned)}")
+            if k == "dp_seeded_noise":
+                raise ValueError("grid run option 'dp_seeded_noise' is set by the grid's paired_noise "
+                                 "(--paired-noise), which labels its outputs")
             if k in owned:
                 raise ValueError(f"grid run option {k!r} is a grid axis; set it with the grid's own list instead")
         for what, args, names in (("rule_args", self.rule_args, self.rules), ("attack_args", self.attack_args,
@@ -165,9 +174,13 @@ class Grid:
             unknown = sorted(set(self.audit) - {"attacks", "n_bootstrap", "active"})
             if unknown:
                 raise ValueError(f"grid audit has unknown key(s) {unknown}; use attacks, n_bootstrap, active")
+        if not isinstance(self.paired_noise, bool):
+            raise ValueError(f"grid paired_noise={self.paired_noise!r} must be true or false")
+        self.refused, self.warnings = check_cells(expand(self))
 
     def to_dict(self) -> Dict[str, Any]:
-        d = dataclasses.asdict(self)
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d = json.loads(json.dumps(d, default=str))
         d["dp"] = [parse_dp(x).label for x in self.dp]
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
@@ -238,6 +251,9 @@ def expand(grid: Grid) -> List[Dict[str, Any]]:
         for rho in ([0.0] if attack == "none" else list(grid.corrupt)):
             run = {**grid.run, "rule": rule, "rule_args": dict(grid.rule_args.get(rule, {})),
                    "secagg": secagg, "seed": int(seed), **dps.run_fields()}
+            if grid.paired_noise and dps.mode is not None:
+                # seeded DP noise, the same draws in every secagg mode: paired comparisons (insecure)
+                run["dp_seeded_noise"] = True
             if attack != "none":
                 run.update(attack=attack, corrupt=float(rho), attack_args=dict(grid.attack_args.get(attack, {})))
             cell = {"rule": rule, "attack": attack, "corrupt": float(rho), "dp": dps.label, "secagg": secagg,
@@ -248,14 +264,63 @@ def expand(grid: Grid) -> List[Dict[str, Any]]:
 
 
 def refusal(cell: Dict[str, Any]) -> Optional[str]:
-    """Why the product refuses this cell (None: it runs). Checked before any training."""
+    """Why the product refuses this cell's *combination* (None: it runs): a rule that reads
+    individual updates under secure aggregation, user-level DP with a rule that has no public
+    sensitivity, distributed DP without a secure sum, a data-poisoning attack under Opacus
+    DP-SGD clients, DP with Cronus. Checked before any training. A bad *value* (a negative
+    noise multiplier, an unknown parameter) is not a refusal: :func:`check_cells` raises it."""
     run = cell["run"]
-    try:
-        rule = make_rule(run["rule"], **run.get("rule_args", {}))
-        if run["secagg"] != "off" and not getattr(rule, "secagg_compatible", False):
-            return (f"rule {run['rule']!r} needs individual updates (reveal), which secure aggregation "
-                    f"(secagg={run['secagg']!r}) never gives the server")
-        RunConfig(**run).validate()
-    except ValueError as exc:
-        return str(exc)
+    protocol = run.get("protocol", "params")
+    rule = RULES.get(run["rule"])
+    mode = run.get("dp")
+    if protocol == "params" and rule is not None and run["secagg"] != "off" and not rule.secagg_compatible:
+        return (f"rule {run['rule']!r} needs individual updates (reveal), which secure aggregation "
+                f"(secagg={run['secagg']!r}) never gives the server")
+    if protocol == "cronus" and mode is not None:
+        return f"--dp {mode} with --protocol cronus is not supported"
+    if mode in ("user-central", "user-distributed") and protocol == "params" and run["rule"] not in USER_DP_RULES:
+        return (f"rule {run['rule']!r} under --dp {mode}: user-level DP noises each secure-average call with a "
+                f"public sensitivity, which only {USER_DP_RULES} provide")
+    if mode == "user-distributed" and run["secagg"] not in ("quantized", "masked"):
+        return (f"--dp user-distributed with secagg={run['secagg']!r}: distributed DP sums the clients' noise "
+                "shares in Z_M, which needs --secagg quantized or masked")
+    attack = ATTACKS.get(run.get("attack") or "")
+    if mode == "record" and attack is not None and getattr(attack, "kind", None) in ("data", "both"):
+        return (f"attack {run['attack']!r} poisons training batches, which the Opacus DP-SGD clients of "
+                "--dp record do not support")
     return None
+
+
+def describe_cell(cell: Dict[str, Any]) -> str:
+    rho = "" if cell["attack"] == "none" else f" rho={cell['corrupt']:g}"
+    return (f"rule={cell['rule']} attack={cell['attack']}{rho} dp={cell['dp']} secagg={cell['secagg']} "
+            f"seed={cell['seed']}")
+
+
+def check_cells(cells: Sequence[Dict[str, Any]]) -> Tuple[Dict[str, str], List[str]]:
+    """Validate every cell before any runs. Returns the refused cells (key -> reason) and the
+    distinct warnings (e.g. a corrupt fraction above a rule's breakdown point); a cell whose
+    configuration is wrong (``RunConfig.validate()`` fails) raises ``ValueError`` naming the
+    cell, since no combination excuses a bad value."""
+    import warnings
+    refused: Dict[str, str] = {}
+    seen: Dict[str, Optional[str]] = {}
+    warned: Dict[str, None] = {}
+    for c in cells:
+        reason = refusal(c)
+        if reason is not None:
+            refused[c["key"]] = reason
+            continue
+        spec = _canonical(c["run"])
+        if spec in seen:
+            continue
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                RunConfig(**c["run"]).validate()
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"grid cell {describe_cell(c)}: {exc}") from None
+        for w in caught:
+            warned.setdefault(f"rule={c['rule']} attack={c['attack']}: {w.message}", None)
+        seen[spec] = None
+    return refused, list(warned)
