@@ -54,6 +54,15 @@ def test_corrupted_set_is_fixed_and_sized():
         corrupted_clients(20, 1.5, seed=0)
 
 
+@pytest.mark.parametrize("n, rho, k", [(100, 0.29, 29), (10, 0.3, 3), (100, 0.57, 57), (3, 1 / 3, 1),
+                                       (7, 0.999, 6), (20, 0.0, 0), (1000, 0.001, 1)])
+def test_corrupted_count_is_floor_of_the_fraction_meant(n, rho, k):
+    """int(0.29 * 100) is 28 and int(0.57 * 100) 56 in floating point: the count is floor(rho n)
+    on the fraction rho stands for, as the trimmed mean counts its trim."""
+    a = corrupted_clients(n, rho, seed=1)
+    assert len(a) == k and len(set(a.tolist())) == k and all(0 <= i < n for i in a.tolist())
+
+
 def test_attack_config_errors():
     with pytest.raises(ValueError, match="needs an attack"):
         RunConfig(corrupt=0.2).validate()

@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Dict, Optional, Tuple
 import torch
 
 from ..registry import Registry, dataclass_params
+from ..rules.common import floor_count
 
 Tensor = torch.Tensor
 KNOWLEDGE = ("own", "honest-updates")
@@ -75,10 +76,11 @@ describe_attacks = ATTACKS.describe
 
 
 def corrupted_clients(n_clients: int, rho: float, seed: int) -> Tensor:
-    """The fixed set of floor(rho * n) corrupted client ids, drawn with a seeded permutation."""
+    """The fixed set of floor(rho * n) corrupted client ids (rho taken as the fraction it stands for,
+    :func:`protocols.rules.common.floor_count`), drawn with a seeded permutation."""
     if not 0 <= rho < 1:
         raise ValueError(f"corruption level rho={rho!r} must lie in [0, 1)")
-    k = int(rho * n_clients)
+    k = floor_count(rho, n_clients)        # exact: int(0.29 * 100) would be 28
     g = torch.Generator().manual_seed(seed + 7919)  # apart from the training stream
     return torch.randperm(n_clients, generator=g)[:k].sort().values
 

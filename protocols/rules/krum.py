@@ -1,7 +1,9 @@
 """Distance-based selection: Krum, multi-Krum and Bulyan.
 
-All three need the individual updates (``reveal()``) and compute every pairwise
-distance from one Gram matrix on the updates' device.
+All three need the individual updates (``reveal()``). Their choices are those of float64
+arithmetic on the differences: the pairwise distances come from a float32 screen with a rigorous
+error bound, and the clients it cannot separate are re-scored in float64
+(:mod:`protocols.rules.screen`).
 """
 from __future__ import annotations
 
@@ -12,8 +14,9 @@ import torch
 
 from secagg import ClientUpdates
 
-from .common import check_int, closest_to_median_mean, pairwise_sq_distances, revealed
+from .common import check_int, closest_to_median_mean, revealed
 from .base import AggregationRule, register_rule
+from .screen import DistanceBounds
 
 Tensor = torch.Tensor
 
@@ -51,11 +54,12 @@ def krum_scores(d2: Tensor, f: int) -> Tensor:
 
 
 def krum_select(x: Tensor, f: int, m: int = 1) -> Tensor:
-    """Indices of the m updates with the lowest Krum scores (ties: lowest index first)."""
-    scores = krum_scores(pairwise_sq_distances(x), f)
-    if m == 1:
-        return scores.argmin().reshape(1)
-    return torch.sort(scores, stable=True).indices[:m]
+    """Indices (ascending) of the m updates with the lowest Krum scores, ties by lowest index, as
+    float64 arithmetic on the differences selects them (:class:`protocols.rules.screen.DistanceBounds`:
+    a float32 screen with a rigorous error bound, float64 re-scoring of the clients it cannot
+    separate)."""
+    n = x.shape[0]
+    return DistanceBounds(x).select(torch.arange(n, device=x.device), f, m)
 
 
 @register_rule
@@ -140,16 +144,17 @@ def resolve_bulyan_f(f: Optional[int], n: int, rule: str) -> int:
     return f
 
 
-def iterated_selection(d2: Tensor, f: int, theta: int) -> Tensor:
-    """Bulyan's selection phase with Krum: repeatedly take Krum's choice among the
-    clients not yet selected (Cronus appendix Alg. 3, lines 3-6), from one distance matrix."""
-    n = d2.shape[0]
-    remaining = torch.ones(n, dtype=torch.bool, device=d2.device)
+def iterated_selection(x: Tensor, f: int, theta: int) -> Tensor:
+    """Bulyan's selection phase with Krum: repeatedly take Krum's choice among the clients not
+    yet selected (Cronus appendix Alg. 3, lines 3-6), in the order chosen; every choice as in
+    :func:`krum_select` (one :class:`protocols.rules.screen.DistanceBounds` for all, its float64
+    rows reused)."""
+    n = x.shape[0]
+    bounds = DistanceBounds(x)
+    remaining = torch.ones(n, dtype=torch.bool, device=x.device)
     chosen = []
     for _ in range(theta):
-        idx = remaining.nonzero().flatten()
-        sub = d2[idx][:, idx]
-        pick = idx[krum_scores(sub, f).argmin()]
+        pick = bounds.select(remaining.nonzero().flatten(), f, 1, refine_all=True)[0]
         chosen.append(pick)
         remaining[pick] = False
     return torch.stack(chosen)
@@ -183,5 +188,5 @@ class Bulyan(AggregationRule):
         f = resolve_bulyan_f(self.f, n, self.name)
         x = revealed(updates)
         theta = n - 2 * f
-        sel = iterated_selection(pairwise_sq_distances(x), f, theta)
+        sel = iterated_selection(x, f, theta)
         return closest_to_median_mean(x[sel], theta - 2 * f)
