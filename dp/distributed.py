@@ -14,7 +14,7 @@ Steinke 2020 (:mod:`dp.discrete_gaussian`). Each client
    (z the noise multiplier, Delta the integer L2 sensitivity below), so that the sum
    over n_expected clients carries variance sigma^2.
 
-The secure-sum backend (``QuantizedOracle._sum_encoded``: the exact modular sum, or
+The secure-sum backend (``QuantizedOracle.sum_encoded``: the exact modular sum, or
 the masked protocol of :class:`secagg.MaskedOracle`) adds the noisy encodings modulo M;
 the server decodes sum_i u_i x_i + (sum of the survivors' noise) / s, exactly.
 
@@ -289,7 +289,7 @@ class DistributedDPOracle(SecureAverageOracle):
     ----------
     base : secagg.QuantizedOracle or secagg.MaskedOracle
         The ring (``bits``), the rounding and the secure-sum backend
-        (``_sum_encoded``: exact modular sum, or the masked protocol with dropouts).
+        (``sum_encoded``: exact modular sum, or the masked protocol with dropouts).
     clip : float
         L2 bound every client's row must satisfy (refused otherwise).
     noise_multiplier : float
@@ -377,7 +377,7 @@ class DistributedDPOracle(SecureAverageOracle):
                     n_expected=self.expected_clients, weight_block=self.denominator == "noisy",
                     den_fraction=self.den_fraction, tail=self.tail, rounding=self.base.rounding)
 
-    def _secure_sum(self, vectors: Tensor, u: Tensor) -> SumResult:
+    def secure_sum(self, vectors: Tensor, u: Tensor) -> SumResult:
         check_clipped(vectors, self.clip)
         n, d = vectors.shape
         p = self.plan(n, d)
@@ -390,7 +390,7 @@ class DistributedDPOracle(SecureAverageOracle):
             raise ValueError(f"set_cohort marked {noiseless.shape[0]} clients but the call has {n}: call "
                              "set_cohort(noiseless) with one flag per client of this round's cohort")
         res = noisy_sum(payload, p, rounding_generator=self.base.generator(payload.device), noise_rng=self.rng(),
-                        sum_encoded=self.base._sum_encoded, rounding=self.base.rounding, noiseless=noiseless)
+                        sum_encoded=self.base.sum_encoded, rounding=self.base.rounding, noiseless=noiseless)
         total = res.decoded
         floored = False
         if self.denominator != "noisy":

@@ -384,9 +384,9 @@ class CentralDPOracle(SecureAverageOracle):
                      "noise_multiplier": self.noise_multiplier, "floored": floored}
         return out
 
-    def _secure_sum(self, vectors: Tensor, u: Tensor) -> SumResult:
+    def secure_sum(self, vectors: Tensor, u: Tensor) -> SumResult:
         check_clipped(vectors, self.clip)
-        res = self.base._secure_sum(vectors.to(torch.float64), u.to(torch.float64))
+        res = self.base.secure_sum(vectors.to(torch.float64), u.to(torch.float64))
         total = self._release(res.total.to(torch.float64), vectors.shape[0], len(res.survivors))
         view = dict(res.server_view)
         view["dp"] = {"mechanism": "central-grid-discrete-gaussian", **self.last}

@@ -111,6 +111,13 @@ def _auc_rows(scores: np.ndarray, n_pos: int) -> np.ndarray:
     return _auc_from_ids(uid.reshape(scores.shape), len(values), n_pos)
 
 
+def _check_bootstrap(n_bootstrap, level) -> None:
+    if not isinstance(n_bootstrap, (int, np.integer)) or n_bootstrap < 1:
+        raise ValueError(f"n_bootstrap={n_bootstrap!r} must be a positive integer (e.g. 1000)")
+    if not 0 < level < 1:
+        raise ValueError(f"level={level!r} must lie in (0, 1), e.g. 0.95")
+
+
 def auc_confidence_interval(scores, labels, n_bootstrap: int = 1000, level: float = 0.95,
                             seed: int = 0) -> Tuple[float, float]:
     """Percentile bootstrap CI of the AUC, stratified by class and seeded.
@@ -121,10 +128,7 @@ def auc_confidence_interval(scores, labels, n_bootstrap: int = 1000, level: floa
     ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles.
     """
     s, y = _check(scores, labels)
-    if not isinstance(n_bootstrap, (int, np.integer)) or n_bootstrap < 1:
-        raise ValueError(f"n_bootstrap={n_bootstrap!r} must be a positive integer (e.g. 1000)")
-    if not 0 < level < 1:
-        raise ValueError(f"level={level!r} must lie in (0, 1), e.g. 0.95")
+    _check_bootstrap(n_bootstrap, level)
     rng = np.random.default_rng(seed)
     pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
     n = len(pos) + len(neg)
@@ -183,10 +187,7 @@ def tpr_confidence_interval(scores, labels, target_fpr: float, n_bootstrap: int 
                             seed: int = 0) -> Tuple[float, float]:
     """Percentile bootstrap CI of :func:`tpr_at_fpr`, stratified by class and seeded (as the AUC CI)."""
     s, y = _check(scores, labels)
-    if not isinstance(n_bootstrap, (int, np.integer)) or n_bootstrap < 1:
-        raise ValueError(f"n_bootstrap={n_bootstrap!r} must be a positive integer (e.g. 1000)")
-    if not 0 < level < 1:
-        raise ValueError(f"level={level!r} must lie in (0, 1), e.g. 0.95")
+    _check_bootstrap(n_bootstrap, level)
     rng = np.random.default_rng(seed)
     pos, neg = s[y == 1], s[y == 0]
     out = np.empty(n_bootstrap)

@@ -167,11 +167,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         for name, err in result["failed"].items():
             print(f"fedaudit: error: bench {name} failed: {err}", file=sys.stderr)
     else:
-        rows = run_suite(args.suite, quick=args.quick, device=args.device, clients=args.clients, dim=args.dim)
-        if args.with_flower:
-            rows += run_suite("flower", quick=args.quick, device=args.device, clients=args.clients, dim=args.dim)
+        rows, seconds = [], {}
+        for name in [args.suite] + (["flower"] if args.with_flower else []):
+            t1 = time.perf_counter()
+            rows += run_suite(name, quick=args.quick, device=args.device, clients=args.clients, dim=args.dim)
+            seconds[name] = time.perf_counter() - t1
         print(format_rows(rows))
-        result = {"rows": rows, "skipped": {}, "failed": {}, "seconds": {args.suite: time.perf_counter() - t0}}
+        result = {"rows": rows, "skipped": {}, "failed": {}, "seconds": seconds}
     if args.out is not None:
         if args.suite != "all" and args.out.suffix == ".json":
             atomic_write_json(args.out, result["rows"])

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from protocols.bench import ROW_KEYS, add_ratios, parse_count, run_suite
-from protocols.bench.report import goal_met, to_markdown, write_report
+from protocols.bench.report import format_rows, goal_met, peer_report, to_markdown, write_report
 from protocols.cli import build_parser, main
 from secagg import FixedPointEncoder, MaskedOracle, QuantizedOracle, modular_sum
 
@@ -63,13 +63,13 @@ def test_quantized_and_masked_oracles_stay_identical_with_the_fused_sum():
 
 def test_oracle_reuses_its_input_scan_only_for_that_input():
     # average() checks max |x| once and hands it to the encoder; a sum over other
-    # vectors (a wrapper calling _secure_sum itself) must scan and refuse its own overflow.
+    # vectors (a wrapper calling secure_sum itself) must scan and refuse its own overflow.
     oracle = QuantizedOracle(clip=1.0)
     x, u = torch.rand(3, 50) * 2 - 1, torch.ones(3)
     oracle.average(x, u)
     assert oracle._vectors_absmax is None
     with pytest.raises(ValueError, match="exceeds the clip bound"):
-        oracle._secure_sum(x * 5, u)
+        oracle.secure_sum(x * 5, u)
 
 
 def test_stochastic_rounding_probability_matches_the_fraction():
@@ -166,7 +166,7 @@ def test_goal_met_reads_the_ratio_or_the_suites_verdict():
 
 def test_report_files(tmp_path):
     result = {"rows": _rows(), "skipped": {"byzfl": "not importable (pip install --no-deps byzfl)"},
-              "failed": {"x": "RuntimeError: boom"}, "seconds": {"s": 1.0, "t": 2.0}}
+              "failed": {"x": "RuntimeError: boom"}, "seconds": {"s": 1.0, "t": 2.0, "rules": 0.5}}
     paths = write_report(result, tmp_path / "out", {"device": "cpu", "quick": True, "load_average": [1, 1, 1]})
     data = json.loads(paths["json"].read_text())
     assert all(set(ROW_KEYS) <= set(r) for r in data["rows"])
@@ -174,8 +174,33 @@ def test_report_files(tmp_path):
     assert data["rows"][4]["seconds"] is None           # NaN -> null: strict JSON
     md = paths["md"].read_text()
     assert "| s | b | <= 3x a | 2 | yes |" in md and "| s | c | >= 5 (c slower) | 4 | no |" in md
-    assert "byzfl" in md and "skipped" in md and "FAILED" in md
+    assert "byzfl" in md and "FAILED" in md
     assert md == to_markdown(result, {"device": "cpu", "quick": True, "load_average": [1, 1, 1]})
+
+
+def test_peers_are_reported_only_for_the_suites_that_ran_with_what_happened():
+    rows = [{"suite": "rules", "case": "krum", "seconds": 1.0, "baseline": "krum"},
+            {"suite": "rules", "case": "byzfl Krum", "seconds": 2.0, "baseline": "krum"},
+            {"suite": "rfa", "case": "geom_median torch", "seconds": float("nan"), "baseline": "rfa",
+             "note": "geom_median failed: boom"}]
+    ok = {"byzfl": "", "geom_median": "", "flwr": "not importable (pip install flwr)"}
+    one = peer_report({"rows": rows[:2], "seconds": {"rules": 1.0}}, ok)
+    assert one == {"byzfl": "measured (1 rows)"}            # rfa and flower did not run: not listed
+    both = peer_report({"rows": rows, "seconds": {"rules": 1.0, "rfa": 1.0}, "skipped": {"flower": "x"}}, ok)
+    assert both["geom_median"] == "installed, not measured: geom_median failed: boom"
+    assert both["flwr"].startswith("not importable")
+    missing = peer_report({"rows": rows[:1], "seconds": {"rules": 1.0}}, dict(ok, byzfl="not importable (pip)"))
+    assert missing == {"byzfl": "not importable (pip)"}
+    md = to_markdown({"rows": rows[:2], "seconds": {"rules": 1.0}, "peers": one}, {})
+    assert "`byzfl` (suite `rules`): measured (1 rows)" in md and "geom_median" not in md and "flwr" not in md
+
+
+def test_terminal_table_says_whether_each_goal_is_met():
+    text = format_rows(_rows())
+    lines = text.splitlines()
+    assert lines[0].split()[-1] == "met" and "goal" in lines[0]
+    met = [ln.split()[-1] for ln in lines[2:]]
+    assert met[1:] == ["yes", "no", "no", "?"] and not lines[2].rstrip().endswith(("yes", "no", "?"))
 
 
 def test_report_refuses_a_file_as_folder(tmp_path):
@@ -223,11 +248,16 @@ def test_scale_suite_refuses_what_cannot_fit_and_reports_the_rest(monkeypatch):
     monkeypatch.setattr(scale, "_run_case", fake)
     monkeypatch.setattr(scale, "free_memory_bytes", lambda dev: 16e9)
     rows = scale.run(clients=1000)
-    assert calls == ["off", "quantized"]                 # masked needs ~17.8 GB: not started
+    assert calls == ["off", "quantized", "masked"]       # the masked oracle works in groups: ~8.6 GB
+    assert "SecAgg+ auto (erdos-renyi, k=116, t_s=44)" in rows[-1]["note"]
+    calls.clear()
+    monkeypatch.setattr(scale, "free_memory_bytes", lambda dev: 13e9)
+    rows = scale.run(clients=1000)
+    assert calls == ["off", "quantized"]                 # 60% of 13 GB: masked not started
     masked = rows[-1]
     assert masked["seconds"] != masked["seconds"] and "not started: needs ~" in masked["note"]
     assert rows[1]["goal_met"] is True and rows[1]["peak_rss_gb"] == 3.0
-    assert scale.estimate_gb("masked", 1000, scale._D) > scale.estimate_gb("quantized", 1000, scale._D)
+    assert 1.0 < scale.estimate_gb("masked", 1000, scale._D) - scale.estimate_gb("quantized", 1000, scale._D) < 1.5
 
 
 def test_rfa_suite_gives_geom_median_host_tensors(monkeypatch):

@@ -209,7 +209,17 @@ def test_on_abort_stop_ends_the_run_with_the_reason(tmp_path, capsys, monkeypatc
         RunConfig(on_abort="retry").validate()
 
 
-def test_dropout_that_aborts_every_call_still_writes_result_json(tmp_path, capsys):
+def test_a_dropout_rate_that_would_abort_every_call_is_refused_up_front(tmp_path, capsys):
+    rc = main(["run", "--rounds", "2", "--clients", "6", "--model", "logreg", "--quiet", "--secagg", "masked",
+               "--dropout-rate", "0.5", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "leaving 3 < the threshold t=5" in err and "--dropout-rate <= 0.167" in err
+    assert not (tmp_path / "r" / "result.json").exists()
+
+
+def test_dropout_that_aborts_every_call_still_writes_result_json(tmp_path, capsys, monkeypatch):
+    # the up-front refusal off: the abort path itself (a real deployment's clients drop at will)
+    monkeypatch.setattr("secagg.MaskedOracle.check_dropouts", lambda self, n: None)
     rc = main(["run", "--rounds", "2", "--clients", "6", "--model", "logreg", "--quiet", "--secagg", "masked",
                "--dropout-rate", "0.5", "--out", str(tmp_path)])
     err = capsys.readouterr().err

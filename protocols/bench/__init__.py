@@ -12,8 +12,9 @@ A suite that can change its number of clients or dimension takes ``clients=`` an
 ``fedaudit bench all`` (:func:`run_all`) runs every suite and
 :mod:`protocols.bench.report` writes ``bench.json`` and ``bench.md``.
 """
-from protocols.bench.suites import (ALL_ORDER, PEERS, ROW_KEYS, SUITES, format_rows, peer_status, run_all,
-                                    run_suite, suite_module)
+from protocols.bench.suites import (ALL_ORDER, PEERS, ROW_KEYS, SUITES, peer_status, run_all, run_suite,
+                                    suite_module)
+from protocols.bench.report import format_rows
 from protocols.bench.timing import add_ratios, parse_count, sizes, synchronize, time_interleaved, time_median
 
 __all__ = ["ALL_ORDER", "PEERS", "ROW_KEYS", "SUITES", "format_rows", "peer_status", "run_all", "run_suite",

@@ -19,12 +19,12 @@ from typing import Dict, List, Optional
 
 import torch
 
-from .suites import PEERS, ROW_KEYS
+from .suites import PEERS, ROW_KEYS, peer_status
 
 _GOAL = re.compile(r"^\s*(<=|>=|<|>)\s*([0-9]*\.?[0-9]+(?:e-?[0-9]+)?)")
 _SUITE_TEXT = {
     "oracle": "plaintext vs quantized secure average (encode, exact modular sum, decode)",
-    "secagg": "the masked protocol (SecAgg complete graph, SecAgg+ k-regular) against the keystream bound",
+    "secagg": "the masked protocol (SecAgg complete graph, SecAgg+ auto) against the keystream bound",
     "flower": "Flower's SecAgg+ round at the same n, d",
     "rfa": "RFA, 3 Weiszfeld calls under each oracle, against the authors' geom_median",
     "rules": "reveal-based robust rules against FedAvg, and against ByzFL",
@@ -49,6 +49,63 @@ def goal_met(row: dict) -> Optional[bool]:
         return None
     op, x = m.group(1), float(m.group(2))
     return {"<=": ratio <= x, "<": ratio < x, ">=": ratio >= x, ">": ratio > x}[op]
+
+
+def _met_text(row: dict) -> str:
+    met = goal_met(row)
+    return "yes" if met else "no" if met is False else "?" if row.get("goal") else ""
+
+
+def format_rows(rows: List[dict]) -> str:
+    """The terminal table of one suite's rows; with goals, a ``met`` column (yes / no / ? when
+    the row cannot be judged, e.g. a failed peer)."""
+    cols = ["case", "seconds", "baseline", "ratio"]
+    if any(r.get("goal") for r in rows):
+        cols += ["goal", "met"]
+    if any(r.get("note") for r in rows):
+        cols.append("note")
+
+    def cell(r: dict, c: str) -> str:
+        if c == "seconds":
+            return _fmt(r.get(c), ".4f")
+        if c == "ratio":
+            return _fmt(r.get(c), ".2f")
+        if c == "met":
+            return _met_text(r)
+        return str(r.get(c, "") or "")
+    table = [[cell(r, c) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(t[i]) for t in table)) if table else len(c) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths)), "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(t, widths)).rstrip() for t in table]
+    return "\n".join(lines)
+
+
+def peer_report(result: dict, status: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """For each optional peer whose suite ran (or was skipped) in ``result``: what happened to it.
+
+    why it is not importable (``result['skipped']`` or :func:`peer_status`), 'measured (N rows)' when rows of its suite
+    name it with a finite time, else 'installed, not measured: <the rows' notes>'. Peers of
+    suites outside the run are left out (a one-suite run says nothing about the others).
+    """
+    status = dict(peer_status() if status is None else status)
+    status.update({k: v for k, v in result.get("skipped", {}).items() if k in PEERS and v})
+    ran = set(result.get("seconds", {})) | set(result.get("skipped", {}))
+    out = {}
+    for name, (suite, _) in PEERS.items():
+        if suite not in ran:
+            continue
+        if status.get(name):
+            out[name] = status[name]
+            continue
+        mine = [r for r in result.get("rows", []) if r.get("suite") == suite
+                and name in f"{r.get('case', '')} {r.get('baseline', '')}"]
+        timed = [r for r in mine if isinstance(r.get("seconds"), (int, float)) and math.isfinite(r["seconds"])]
+        if timed:
+            out[name] = f"measured ({len(timed)} rows)"
+        else:
+            notes = "; ".join(dict.fromkeys(str(r.get("note")) for r in mine if r.get("note")))
+            out[name] = "installed, not measured" + (f": {notes}" if notes else "")
+    return out
 
 
 def machine_info() -> Dict[str, object]:
@@ -93,17 +150,17 @@ def to_markdown(result: dict, meta: Dict[str, object]) -> str:
     if goals:
         lines += ["## Goals", "", "| suite | case | goal | measured | met |", "|---|---|---|---|---|"]
         for r in goals:
-            met = goal_met(r)
             lines.append(f"| {r['suite']} | {_md_cell(r['case'])} | {_md_cell(r['goal'])} | "
-                         f"{_fmt(r.get('goal_value', r.get('ratio')), '.3g')} | "
-                         f"{'yes' if met else 'no' if met is False else '?'} |")
+                         f"{_fmt(r.get('goal_value', r.get('ratio')), '.3g')} | {_met_text(r)} |")
         lines.append("")
     skipped = result.get("skipped", {})
     failed = result.get("failed", {})
     lines += ["## Peers and skipped suites", ""]
-    for name, (suite, how) in PEERS.items():
-        why = skipped.get(name, "")
-        lines.append(f"- `{name}` (suite `{suite}`): " + (f"skipped, {why}" if why else "importable, measured"))
+    peers = result.get("peers")
+    if peers is None:
+        peers = peer_report(result)
+    for name, what in peers.items():
+        lines.append(f"- `{name}` (suite `{PEERS[name][0]}`): {_md_cell(what)}")
     for name, why in skipped.items():
         if name not in PEERS:
             lines.append(f"- suite `{name}`: {why}")
@@ -147,7 +204,8 @@ def write_report(result: dict, out_dir: Path, meta: Dict[str, object]) -> Dict[s
         row.update({k: _jsonable(v) for k, v in r.items() if k not in ROW_KEYS})
         row["goal_met"] = goal_met(r)
         rows.append(row)
-    data = {"meta": meta, "rows": rows, "skipped": result.get("skipped", {}),
+    result = dict(result, peers=result.get("peers", peer_report(result)))
+    data = {"meta": meta, "rows": rows, "peers": result["peers"], "skipped": result.get("skipped", {}),
             "failed": result.get("failed", {}), "suite_seconds": result.get("seconds", {})}
     paths = {"json": out_dir / "bench.json", "md": out_dir / "bench.md"}
     paths["json"].write_text(json.dumps(data, indent=2, default=str))

@@ -92,11 +92,12 @@ def run_all(*, quick: bool = False, device: str = "cpu", progress: Optional[Call
     while the others still run.
     """
     peers = peer_status()
-    skipped = {name: why for name, why in peers.items() if why}
+    order = list(suites or ALL_ORDER)
+    skipped = {name: why for name, why in peers.items() if why and PEERS[name][0] in order}
     rows: List[dict] = []
     failed: Dict[str, str] = {}
     seconds: Dict[str, float] = {}
-    for name in suites or ALL_ORDER:
+    for name in order:
         if name == "flower" and peers["flwr"]:
             skipped["flower"] = f"suite skipped: flwr {peers['flwr']}"
             continue
@@ -109,17 +110,3 @@ def run_all(*, quick: bool = False, device: str = "cpu", progress: Optional[Call
             failed[name] = f"{type(err).__name__}: {err}"
         seconds[name] = time.perf_counter() - t0
     return {"rows": rows, "skipped": skipped, "failed": failed, "seconds": seconds}
-
-
-def format_rows(rows: List[dict]) -> str:
-    cols = ["case", "seconds", "baseline", "ratio"] + [k for k in ("goal", "note") if any(k in r for r in rows)]
-
-    def num(v, fmt):
-        return fmt.format(v) if isinstance(v, (int, float)) else str(v)
-    table = [[r.get("case", ""), num(r.get("seconds", ""), "{:.4f}"), r.get("baseline", ""),
-              num(r.get("ratio", ""), "{:.2f}")] + [str(r.get(k, "")) for k in cols[4:]] for r in rows]
-    widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(cols)] if table else [len(c) for c in cols]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(v.ljust(w) for v, w in zip(t, widths)) for t in table]
-    return "\n".join(lines)

@@ -84,7 +84,7 @@ def _targets(sim, n_test: int, targets: Optional[Sequence[int]], gen: torch.Gene
 
 def _fedavg_views(run: RunConfig, ds: Dataset, targets: List[int], tx: Tensor, ty: Tensor, gamma: float,
                   want: Sequence[str]) -> Dict[str, M.ServerView]:
-    sim = Simulation(run, dataset=ds)
+    sim = Simulation(run, dataset=ds, keep_reveals=True)   # the individual view reads the reveals
     R = run.rounds
     snapshot = None
     for rnd in range(R):

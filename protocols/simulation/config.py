@@ -51,7 +51,7 @@ class RunConfig:
     threshold: Optional[float] = None           # masked: int count or fraction of clients
     neighbors: Union[int, str, None] = None     # masked: None complete graph; "auto" SecAgg+ with k and
                                                 # t_s from Bell et al.'s bound; an int k: k-regular (unchecked)
-    dropout_rate: float = 0.0                   # masked: per-call client dropout probability
+    dropout_rate: float = 0.0                   # masked: fraction of the clients dropping per call
     corrupt_fraction: Optional[float] = None    # masked: clients that may collude with the server, the
                                                 # bound's gamma (None: max(0.1, corrupt); never below corrupt)
     dropout_fraction: Optional[float] = None    # masked: the bound's delta (None: max(0.1, dropout_rate))

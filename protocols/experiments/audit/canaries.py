@@ -104,7 +104,8 @@ def client_canary_run(cfg: AuditConfig, tick: Callable[..., None]) -> Tuple[Simu
     ds = Dataset(d0.name, torch.cat([d0.x_train, pad]), torch.cat([d0.y_train, d0.y_train[:1].expand(M_)]),
                  d0.x_test, d0.y_test, d0.num_classes, d0.input_shape,
                  {k: v for k, v in d0.meta.items() if k != "users_train"})
-    sim = Simulation(dataclasses.replace(base.cfg, clients=n + M_, partition="iid", partition_args={}), dataset=ds)
+    sim = Simulation(dataclasses.replace(base.cfg, clients=n + M_, partition="iid", partition_args={}), dataset=ds,
+                     keep_reveals=True)
     dev = sim.device
     d = sum(p.numel() for p in sim.model.parameters())
     gen = torch.Generator().manual_seed(cfg.seed + 31337)
@@ -210,7 +211,7 @@ def record_canary_run(cfg: AuditConfig, tick: Callable[..., None]) -> Tuple[Simu
     for j in torch.nonzero(included).flatten().tolist():
         c = int(owner[j])
         parts[c] = torch.cat([parts[c], torch.tensor([n_train + j])])
-    sim = Simulation(dataclasses.replace(base.cfg, partition="iid", partition_args={}), dataset=ds)
+    sim = Simulation(dataclasses.replace(base.cfg, partition="iid", partition_args={}), dataset=ds, keep_reveals=True)
     sim.client_indices = [ix.sort().values.to(sim.device) for ix in parts]
     R = run.rounds
     clients: Dict[int, Tensor] = {}

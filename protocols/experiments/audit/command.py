@@ -8,11 +8,10 @@ import sys
 from pathlib import Path
 from typing import List, Sequence
 
-import torch
-
 import membership as M
 
 from protocols.experiments.options import add_run_options, config_from_args, prepare_output_dir
+from protocols.simulation.base import apply_threads
 
 from .config import (AUDIT_RUN_DEFAULTS, CANARY_KINDS, DEFAULT_ATTACKS, DEFAULT_REFERENCE_MODELS, AuditConfig)
 from .report import defaults_note, format_table, write_audit
@@ -38,11 +37,8 @@ def add_audit_parser(subparsers) -> argparse.ArgumentParser:
                     "reference federations, baseline attacks, TPR at low FPR, and empirical epsilon (lower bounds "
                     "and estimates) beside the accountant's.",
         epilog=defaults_note() + ".")
-    add_run_options(p)
-    for action in p._actions:   # the shared --out says result.json; the audit writes other files
-        if action.dest == "out":
-            action.help = "output folder: DIR/audit.json (rows and the resolved configuration) and DIR/roc.png " \
-                          "(log-log ROC per view) (default: %(default)s)"
+    add_run_options(p, out_help="output folder: DIR/audit.json (rows and the resolved configuration) and DIR/roc.png "
+                                "(log-log ROC per view) (default: %(default)s)")
     d = AuditConfig()
     p.set_defaults(**{k: v for k, v in AUDIT_RUN_DEFAULTS.items()}, out=Path("fedaudit-audit"), func=cmd_audit)
     p.add_argument("--attacks", nargs="+", default=None, metavar="ATTACK",
@@ -86,13 +82,9 @@ def add_audit_parser(subparsers) -> argparse.ArgumentParser:
                    help="training epochs of the white-box attack network (default: the attack's, 50)")
     p.add_argument("--bootstrap", type=int, default=d.n_bootstrap,
                    help="bootstrap resamples of the AUC and TPR confidence intervals (default: %(default)s)")
-    if not any(a.dest == "threads" for a in p._actions):   # the shared run options may define it
-        p.add_argument("--threads", type=int, default=1,
-                       help="torch CPU threads (default: %(default)s; the audit's small models and per-record "
-                            "attacks run faster on one thread than on several competing for the cores; 0: torch's "
-                            "default)")
-    else:
-        p.set_defaults(threads=1)
+    # --threads comes with the run options; the audit's small models and per-record attacks run
+    # faster on one thread than on several competing for the cores (0: the idle cores)
+    p.set_defaults(threads=1)
     p.add_argument("--audit-seed", type=int, default=d.seed,
                    help="seed of the non-member draw, the known/evaluation split, the reference runs' membership, "
                         "the canaries and the attacks (default: %(default)s)")
@@ -128,10 +120,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
     cfg = audit_config_from_args(args)
     cfg.validate()
     if args.threads is not None and args.threads < 0:
-        raise ValueError(f"--threads {args.threads}: give a positive number of threads, or 0 for torch's default")
+        raise ValueError(f"--threads {args.threads}: give a positive number of threads, or 0 for the idle cores")
     out = prepare_output_dir(args.out)        # before any work: no finished audit is lost to a bad --out
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads or None)       # the audit builds its simulations itself: set them here
     bar = tqdm(total=1, desc=f"audit {cfg.run.rule} / secagg={cfg.run.secagg}", unit="step",
                disable=args.quiet, file=sys.stderr)
 

@@ -95,7 +95,7 @@ def train_references(cfg: AuditConfig, sim: Simulation, targets: Targets, active
     rcfg = _reference_config(sim)
 
     def make(k: int) -> Simulation:
-        s = Simulation(rcfg, dataset=ds)
+        s = Simulation(rcfg, dataset=ds, keep_reveals=True)
         s.client_indices = [ix.to(s.device) for ix in plans[k]]
         return s
 

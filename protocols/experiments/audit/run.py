@@ -66,7 +66,7 @@ def collect(cfg: AuditConfig, tick: Callable[..., None]) -> Collected:
     """Train the audited run (and the malicious continuation) and its reference runs, and build
     the requested views."""
     run = cfg.run
-    sim = Simulation(run)
+    sim = Simulation(run, keep_reveals=True)      # the individual view reads the reveals
     secure = run.secagg != "off"
     kinds = requested_views(cfg, secure, isinstance(sim.rule, RFA))
     active = any(k.startswith("active") for k in kinds)
@@ -74,7 +74,7 @@ def collect(cfg: AuditConfig, tick: Callable[..., None]) -> Collected:
     per_run = run.rounds + (cfg.active_rounds if active else 0)
     tick("setup", per_run * (1 + K) + 6 * len(cfg.attacks))
     targets = make_targets(sim, cfg)
-    trace = train_run(sim, cfg, active, lambda: targets, tick, replay=lambda: Simulation(run))
+    trace = train_run(sim, cfg, active, lambda: targets, tick, replay=lambda: Simulation(run, keep_reveals=True))
     views = run_views(trace, kinds, targets.clients, cfg)
     inside, ref_info = None, None
     if K:
