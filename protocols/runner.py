@@ -9,6 +9,7 @@ from typing import Optional, Tuple
 import protocols.cronus  # noqa: F401  (registers "cronus")
 from protocols.data import Dataset
 from protocols.simulation import PROTOCOLS, RunConfig
+from protocols.simulation.base import apply_threads
 
 __all__ = ["make_simulation", "protocol_names"]
 
@@ -19,9 +20,11 @@ def protocol_names() -> Tuple[str, ...]:
 
 
 def make_simulation(cfg: RunConfig, dataset: Optional[Dataset] = None):
-    """The simulation for ``cfg.protocol``. Every protocol exposes ``run(progress)``,
-    ``history``, ``transcript`` and ``result()``."""
+    """The simulation for ``cfg.protocol``, with torch's CPU threads set for the run
+    (:func:`protocols.simulation.base.apply_threads`: ``cfg.threads``, or the idle cores).
+    Every protocol exposes ``run(progress)``, ``history``, ``transcript`` and ``result()``."""
     cfg.validate()
     if cfg.protocol not in PROTOCOLS:
         raise ValueError(f"protocol={cfg.protocol!r}; choose one of {protocol_names()}")
+    apply_threads(cfg.threads)
     return PROTOCOLS[cfg.protocol](cfg, dataset=dataset)

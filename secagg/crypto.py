@@ -10,10 +10,15 @@ them (nothing here is a home-made cipher):
 - key derivation: HKDF-SHA256 with a distinct ``info`` label per use, so one
   shared secret never keys two primitives;
 - authenticated encryption AE: AES-256-GCM (Sec. 3, "Authenticated Encryption");
-- pseudorandom generator PRG: the AES-128-CTR keystream (zero initial counter
-  block, one fresh key per stream) read as little-endian uint32 words (modulus
-  bits <= 32) or uint64 words (bits > 32) and reduced mod M = 2^bits, which is
-  exactly uniform on Z_M because M divides 2^32 (resp. 2^64) (Sec. 3, "PRG");
+- pseudorandom generator PRG: the ChaCha20 keystream (RFC 8439; a fresh 256-bit key
+  per stream, nonce zero, block counter from zero) read as little-endian uint32 words
+  (modulus bits <= 32) or uint64 words (bits > 32) and reduced mod M = 2^bits, which is
+  exactly uniform on Z_M because M divides 2^32 (resp. 2^64) (Sec. 3, "PRG"). On the
+  host it is OpenSSL's (``cryptography``, on every core: :mod:`secagg.keystream`); on an
+  accelerator :mod:`secagg.chacha20` computes the same words where the inputs live, so a
+  client's masked input is the same integers on either. ChaCha20 rather than AES-128-CTR
+  (1.5x faster per core on AES-NI/VAES CPUs, ``fedaudit bench keystream``) because it
+  is add-rotate-xor on 32-bit words, which an accelerator runs natively (docs/bench-cpu.md);
 - :class:`Drbg`: the deterministic randomness of one party in the insecure reproducible
   mode only (AES-256-CTR keystream under a key derived from the run seed and the
   protocol instance);
@@ -22,7 +27,6 @@ them (nothing here is a home-made cipher):
 """
 from __future__ import annotations
 
-import time
 from typing import Union
 
 import numpy as np
@@ -33,17 +37,21 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
+from .keystream import DEFAULT_PRG, mask_encryptor
+from .keystream import keystream_seconds as _threaded_seconds
+
 __all__ = [
     "PRG_CIPHER", "KEY_BYTES", "Drbg", "field_elements_from", "commit_secret", "instance_key", "hkdf", "keypair",
     "public_bytes",
     "private_bytes", "agree", "channel_key", "channel_cipher", "mask_key", "seal", "open_sealed", "prg_encryptor",
-    "prg_words", "word_dtype", "keystream_seconds",
+    "prg_words", "word_dtype", "keystream_seconds", "PRG",
 ]
 
-PRG_CIPHER = "AES-128-CTR"
+PRG = DEFAULT_PRG         # secagg.keystream's name of the masks' PRG ("chacha20")
+PRG_CIPHER = "ChaCha20"
 KEY_BYTES = 32            # X25519 keys, self-mask seeds b_u, shared secrets
-_PRG_KEY_BYTES = 16       # AES-128: the fastest AES keystream on AES-NI, ample for a one-time PRG
-_ZERO_BLOCK = bytes(16)   # initial CTR counter block; safe because every PRG key is used once
+_PRG_KEY_BYTES = 32       # ChaCha20's 256-bit key; nonce zero, safe because every PRG key is used once
+_ZERO_BLOCK = bytes(16)   # initial CTR counter block of the Drbg (one key per party)
 _SALT = b"fedaudit/secagg/v1"
 
 
@@ -169,13 +177,12 @@ def open_sealed(key: bytes, nonce: bytes, ciphertext: bytes, associated_data: by
     return AESGCM(key).decrypt(nonce, ciphertext, associated_data)
 
 
-def prg_encryptor(key: bytes):
-    """A fresh AES-128-CTR encryptor; its keystream (``update_into`` of zeros) is PRG(key)
-    (Bonawitz et al. 2017, Sec. 3, "Pseudorandom Generator").
-
-    Kept open across chunks of coordinates so each stream is produced once, in order.
-    """
-    return Cipher(algorithms.AES(key), modes.CTR(_ZERO_BLOCK)).encryptor()
+def prg_encryptor(key: bytes, first_word: int = 0, bits: int = 32):
+    """A fresh ChaCha20 encryptor (OpenSSL's, through ``cryptography``) whose keystream
+    (``update_into`` of zeros) is PRG(key) (Bonawitz et al. 2017, Sec. 3, "Pseudorandom
+    Generator") from word ``first_word`` of Z_{2^bits} (a multiple of 16 words of 4 bytes or
+    8 of 8 bytes: a ChaCha20 block)."""
+    return mask_encryptor(key, first_word * np.dtype(word_dtype(bits)).itemsize, PRG)
 
 
 def word_dtype(bits: int):
@@ -192,27 +199,19 @@ def prg_words(key: bytes, length: int, bits: int) -> np.ndarray:
     for small uses and tests.
     """
     dt = np.dtype(word_dtype(bits)).newbyteorder("<")
-    raw = prg_encryptor(key).update(bytes(length * dt.itemsize))
+    raw = prg_encryptor(key, 0, bits).update(bytes(length * dt.itemsize))
     words = np.frombuffer(raw, dtype=dt).astype(word_dtype(bits))
     if bits not in (32, 64):
         words &= word_dtype(bits)((1 << bits) - 1)
     return words
 
 
-def keystream_seconds(nbytes: int, chunk_bytes: int = 1 << 20) -> float:
-    """Wall time for this machine's PRG cipher to produce ``nbytes`` of keystream.
+def keystream_seconds(nbytes: int, workers: int = 1) -> float:
+    """Wall time for this machine's PRG (:data:`PRG_CIPHER`) to produce ``nbytes`` of keystream
+    on ``workers`` threads (each its share under one key, 64 KiB calls, no other work).
 
-    The lower bound for the masked protocol's data plane, whose O(n^2 d) PRG expansion
-    dominates the cost analysis of Bonawitz et al. 2017: one key, large calls, no
-    other work. Used by ``fedaudit bench secagg``.
+    The lower bound for the masked protocol's data plane on as many threads, whose O(n^2 d)
+    PRG expansion dominates the cost analysis of Bonawitz et al. 2017. Used by
+    ``fedaudit bench secagg``.
     """
-    enc = prg_encryptor(bytes(_PRG_KEY_BYTES))
-    zeros = bytes(chunk_bytes)
-    buf = bytearray(chunk_bytes)
-    t0 = time.perf_counter()
-    full, rest = divmod(int(nbytes), chunk_bytes)
-    for _ in range(full):
-        enc.update_into(zeros, buf)
-    if rest:
-        enc.update_into(zeros[:rest], memoryview(buf)[:rest])
-    return time.perf_counter() - t0
+    return _threaded_seconds(nbytes, prg=PRG, workers=workers)

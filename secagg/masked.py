@@ -2,10 +2,14 @@
 
 Bonawitz et al. 2017 (Fig. 4) and Bell et al. 2020 (SecAgg+) realise the secure
 sum; this oracle plugs the protocol into the secure-average interface: encode
-(exactly as :class:`QuantizedOracle`, same stochastic-rounding stream) -> run the
-protocol over Z_{2^bits} -> decode the survivors' sum. With no dropouts it returns
+(exactly as :class:`QuantizedOracle`, same per-client stochastic-rounding streams) -> run
+the protocol over Z_{2^bits} -> decode the survivors' sum. With no dropouts it returns
 bit for bit what :class:`QuantizedOracle` returns with the same seed; with
 dropouts it returns the quantized weighted average over the survivors U3.
+
+Memory: the clients' inputs are encoded, masked and summed a group of clients at a time
+(:class:`secagg.protocol.dataplane.EncodedRows`, ``group_bytes`` of int64 encodings per
+group), so a call never holds the [n, d + 1] integers; only the float updates are whole.
 """
 from __future__ import annotations
 
@@ -16,10 +20,12 @@ import numpy as np
 import torch
 
 from . import crypto
+from .encoding import rounding_key
 from .graph import fraction_count
-from .oracle import QuantizedOracle
+from .oracle import QuantizedOracle, SumResult
 from .pki import SimulatedPKI
 from .protocol import ACTIVE_ROUNDS, ROUNDS, run_protocol
+from .protocol.dataplane import EncodedRows
 from .protocol.messages import DEFAULT_CORRUPT_FRACTION, DEFAULT_DROPOUT_FRACTION
 from .secrets import check_flag
 
@@ -28,6 +34,8 @@ __all__ = ["MaskedOracle"]
 # Active security is opt-in: `fedaudit bench secagg` measured up to 1.2x the honest-but-curious
 # protocol at model sizes and more at small d (docs/security.md).
 ACTIVE_DEFAULT = False
+GROUP_BYTES = 1 << 30          # int64 encodings per group of clients (n = 1000, d = 1.32M: ~100 clients)
+KEEP_MASKED_BYTES = 64 << 20   # keep_masked_inputs=None keeps the masked inputs up to this size
 
 
 class MaskedOracle(QuantizedOracle):
@@ -60,8 +68,9 @@ class MaskedOracle(QuantizedOracle):
         Default: gamma = 0.1; delta = max(0.1, the fraction this call's simulated dropouts
         make). An explicit ``dropout_fraction`` below ``dropout_rate`` is refused.
     dropout_rate : float
-        Fraction of the clients (round(rate * n), chosen at random from the seed and
-        the call counter: simulated, not secret) that drop in ``dropout_round`` of each call.
+        Fraction of the clients that drop in ``dropout_round`` of each call: exactly
+        round(rate * n), chosen at random from the seed and the call counter (simulated, not
+        secret). :meth:`check_dropouts` refuses a rate that would abort every call.
     dropout_round : str
         One of ``secagg.ROUNDS`` or "random" (each dropped client in a random round).
         Default "masked_input": the server must recover their pairwise masks.
@@ -81,6 +90,16 @@ class MaskedOracle(QuantizedOracle):
         INSECURE, for debugging: every secret of call i derives from (seed, i) and the PKI
         from the seed, so runs repeat exactly; every call's server view says so
         (``insecure_reproducible``, ``warning``).
+    keep_masked_inputs : bool or None
+        Keep the masked inputs y_u (int64 [|U3|, d + 1]) in the server view. None (default):
+        keep them when they take at most 64 MiB (:data:`KEEP_MASKED_BYTES`), so a small call
+        shows the whole server view and a model-sized one never holds the [n, d] integers;
+        the view's ``masked_inputs_kept`` says which (``masked_inputs`` is [|U3|, 0] when not).
+        The simulations pass False (no audit reads them).
+    group_bytes : int
+        int64 encodings per group of clients that is encoded, masked and summed at once
+        (default 1 GiB). Edges between two groups have their keystream generated in each, as
+        their two clients do in a deployment; within a group once for both ends.
     bits, clip, rounding, overflow, seed : as :class:`QuantizedOracle`.
 
     A call in which too many clients drop raises ``SecureAggregationAborted``.
@@ -93,8 +112,15 @@ class MaskedOracle(QuantizedOracle):
                  allow_insecure_threshold: bool = False, bits: int = 32, clip: float = 10.0,
                  rounding: str = "stochastic", overflow: str = "raise", seed: int = 0,
                  active_security: bool = ACTIVE_DEFAULT, corrupt_fraction: Optional[float] = None,
-                 dropout_fraction: Optional[float] = None, insecure_reproducible: bool = False):
+                 dropout_fraction: Optional[float] = None, insecure_reproducible: bool = False,
+                 keep_masked_inputs: Optional[bool] = None, group_bytes: int = GROUP_BYTES):
         super().__init__(bits, clip, rounding=rounding, overflow=overflow, seed=seed)
+        if keep_masked_inputs is not None and not isinstance(keep_masked_inputs, bool):
+            raise TypeError(f"keep_masked_inputs={keep_masked_inputs!r} must be True, False or None (auto)")
+        if isinstance(group_bytes, bool) or not isinstance(group_bytes, int) or group_bytes < 1:
+            raise ValueError(f"group_bytes={group_bytes!r} must be a positive number of bytes")
+        self.keep_masked_inputs = keep_masked_inputs
+        self.group_bytes = group_bytes
         if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))):
             raise TypeError(f"threshold={threshold!r} must be an int (clients) or a float fraction in (0, 1]")
         if isinstance(threshold, float) and not 0 < threshold <= 1:
@@ -140,6 +166,16 @@ class MaskedOracle(QuantizedOracle):
             return max(1, math.ceil(self.threshold * n - 1e-9))
         return self.threshold
 
+    def check_dropouts(self, n: int) -> None:
+        """Refuse a ``dropout_rate`` that leaves fewer than t of n clients in every call: each
+        call would abort (Bonawitz et al. 2017, Fig. 4: the server needs t shares of each secret)."""
+        count = int(round(self.dropout_rate * n))
+        t = self.threshold_for(n)
+        if n - count < t:
+            raise ValueError(f"dropout_rate={self.dropout_rate} drops {count} of the {n} clients in every protocol "
+                             f"call, leaving {n - count} < the threshold t={t}: every call would abort; use "
+                             f"--dropout-rate <= {(n - t) / n:.3g} or a lower --threshold")
+
     def dropouts_for(self, n: int, instance: int) -> Dict[str, List[int]]:
         """The seeded dropouts of call ``instance``: round(rate * n) clients, dropping in the
         configured round of Bonawitz et al. 2017, Fig. 4."""
@@ -159,23 +195,73 @@ class MaskedOracle(QuantizedOracle):
             out.setdefault(names[r], []).append(u)
         return {r: sorted(v) for r, v in out.items()}
 
-    def _sum_encoded(self, encoded: torch.Tensor):
-        """Sum the encoded rows with one protocol instance (consumes ``encoded``: the
-        masked inputs are written over it, which saves an [n, d] allocation)."""
-        n = encoded.shape[0]
+    def secure_sum(self, vectors: torch.Tensor, u: torch.Tensor) -> SumResult:
+        """The secure sum of the clients' (u_i x_i, u_i) through one protocol instance, encoded a
+        group of clients at a time (bit for bit :class:`QuantizedOracle`'s integers: the same
+        per-client rounding streams under the same call key), never the [n, d + 1] integers."""
+        n, d = vectors.shape
+        dev = vectors.device
+        enc = self.encoder(n, d, dev)
+        gen = self.generator(dev)
+        known = getattr(self, "_vectors_absmax", None)
+        absmax = known[2] if known is not None and known[0] is vectors and known[1] == vectors._version else None
+        key = rounding_key(gen) if enc.rounding == "stochastic" else None   # as the encoder draws it
+        rows = max(1, self.group_bytes // (8 * (d + 1)))
+        if rows < n and enc.overflow == "raise" and self._may_overflow(enc, u, absmax, vectors):
+            # refuse an input past the clip bound before the protocol runs, naming its own row
+            enc.encode_sum(vectors, key, weights=u, _absmax=absmax)
+        clipped = [0]
+
+        def encode(ids):
+            if ids == list(range(ids[0], ids[0] + len(ids))):
+                x, w = vectors[ids[0]:ids[0] + len(ids)], u[ids[0]:ids[0] + len(ids)]
+            else:
+                sel = torch.as_tensor(ids, dtype=torch.long, device=dev)
+                x, w = vectors.index_select(0, sel), u.index_select(0, sel)
+            out = enc.encode(x, key, weights=w, client_ids=ids, _absmax=absmax)
+            clipped[0] += enc.last_clipped
+            return out
+
+        total, survivors, view = self._instance(EncodedRows(n, d + 1, dev, encode, rows), n, d + 1)
+        self.last_clipped = clipped[0]          # coordinates of the encoded clients: the survivors
+        self.total_clipped += clipped[0]
+        return SumResult(total=enc.decode(total), survivors=survivors, server_view=view)
+
+    @staticmethod
+    def _may_overflow(enc, u: torch.Tensor, absmax: Optional[float], vectors: torch.Tensor) -> bool:
+        """Whether some |u_i x_ij| may pass the clip bound (the encoder's own quick test)."""
+        if absmax is None:
+            return True
+        bound = float(torch.tensor(absmax, dtype=vectors.dtype) * u.abs().max().to(vectors.dtype))
+        clip = enc.clip
+        return bound > float(clip if clip.ndim == 0 else clip[:-1].min()) or float(u.abs().max()) > 1.0
+
+    def sum_encoded(self, encoded: torch.Tensor):
+        """Sum already encoded rows (int64 [n, d + 1]) with one protocol instance; the masked inputs,
+        if kept, are written over ``encoded`` (which saves an [n, d] allocation). Used by the
+        distributed-DP oracle, whose shares carry their noise."""
+        return self._instance(encoded, *encoded.shape)
+
+    def _instance(self, values, n: int, width: int):
+        """One protocol instance on ``values`` (a tensor or :class:`EncodedRows`)."""
         instance = self.calls
         self.calls += 1
         dropouts = self.dropouts_for(n, instance)
         delta = self.dropout_fraction
         if delta is None:   # at least what this call's simulated dropouts make
             delta = min(max(DEFAULT_DROPOUT_FRACTION, int(round(self.dropout_rate * n)) / n), (n - 1) / n)
-        res = run_protocol(encoded, modulus_bits=self.bits, threshold=self.threshold_for(n),
+        keep = self.keep_masked_inputs
+        if keep is None:
+            keep = n * width * 8 <= KEEP_MASKED_BYTES
+        res = run_protocol(values, modulus_bits=self.bits, threshold=self.threshold_for(n),
                            neighbors=self.neighbors, dropouts=dropouts, seed=self.seed,
                            instance=instance, share_threshold=self.share_threshold,
-                           allow_insecure_threshold=self.allow_insecure_threshold, overwrite=True,
+                           allow_insecure_threshold=self.allow_insecure_threshold,
+                           overwrite=keep and isinstance(values, torch.Tensor), keep_masked_inputs=keep,
                            active_security=self.active_security, corrupt_fraction=self.corrupt_fraction,
                            dropout_fraction=delta, insecure_reproducible=self.insecure_reproducible,
                            pki=self.pki)
         view = res.server_view()
         view["instance"] = instance
+        view["masked_inputs_kept"] = keep
         return res.total, res.survivors, view

@@ -100,7 +100,7 @@ class SecureAverageOracle(ABC):
         # this call's max |x|, for the encoder not to scan again: only for this very tensor, unmodified
         self._vectors_absmax = (vectors, vectors._version, absmax)
         try:
-            res = self._secure_sum(vectors, u)
+            res = self.secure_sum(vectors, u)
         finally:
             self._vectors_absmax = None
         total_weight = res.total[-1]
@@ -120,7 +120,7 @@ class SecureAverageOracle(ABC):
         return avg
 
     @abstractmethod
-    def _secure_sum(self, vectors: Tensor, u: Tensor) -> SumResult:
+    def secure_sum(self, vectors: Tensor, u: Tensor) -> SumResult:
         """Sum the clients' (u_i x_i, u_i) [d + 1] as the server would learn it."""
 
 
@@ -129,7 +129,7 @@ class PlaintextOracle(SecureAverageOracle):
 
     name = "plaintext"
 
-    def _secure_sum(self, vectors: Tensor, u: Tensor) -> SumResult:
+    def secure_sum(self, vectors: Tensor, u: Tensor) -> SumResult:
         total = torch.cat([u @ vectors, u.sum().reshape(1)])
         return SumResult(total=total, survivors=list(range(vectors.shape[0])))
 
@@ -197,7 +197,7 @@ class QuantizedOracle(SecureAverageOracle):
         payload[:, d] = u
         return payload
 
-    def _secure_sum(self, vectors: Tensor, u: Tensor) -> SumResult:
+    def secure_sum(self, vectors: Tensor, u: Tensor) -> SumResult:
         # Each client's payload is client_payload(vectors, u); the encoder builds it
         # block by block (weights=u), bit for bit the same integers. The plain modular sum
         # encodes and sums in blocks of clients and coordinates (never the [n, d + 1] integers).
@@ -206,16 +206,16 @@ class QuantizedOracle(SecureAverageOracle):
         gen = self.generator(vectors.device)
         known = getattr(self, "_vectors_absmax", None)
         absmax = known[2] if known is not None and known[0] is vectors and known[1] == vectors._version else None
-        if type(self)._sum_encoded is QuantizedOracle._sum_encoded:
+        if type(self).sum_encoded is QuantizedOracle.sum_encoded:
             # Plain modular sum: fuse encode and sum, never holding the [n, d + 1] integers.
             total = enc.encode_sum(vectors, gen, weights=u, _absmax=absmax)
             survivors, view = list(range(n)), {}
         else:
-            total, survivors, view = self._sum_encoded(enc.encode(vectors, gen, weights=u, _absmax=absmax))
+            total, survivors, view = self.sum_encoded(enc.encode(vectors, gen, weights=u, _absmax=absmax))
         self.last_clipped = enc.last_clipped
         self.total_clipped += enc.last_clipped
         return SumResult(total=enc.decode(total), survivors=survivors, server_view=view)
 
-    def _sum_encoded(self, encoded: Tensor):
+    def sum_encoded(self, encoded: Tensor):
         """Exact modular sum of all rows; the masked protocol overrides this."""
         return modular_sum(encoded, self.bits), list(range(encoded.shape[0])), {}

@@ -1,18 +1,20 @@
 """secagg.keystream: host keystreams on every core, equal to the one-stream references.
 
-The mask expansion the data plane will call (``expand_masks``, ``accumulate_masks``) must
-give exactly ``secagg.crypto.prg_words`` whatever the split over threads or processes
-and wherever a chunk starts; the ChaCha20 rows of the rounding bits are OpenSSL's streams.
+The mask expansion the data plane calls (``stream_columns``, ``accumulate_masks``,
+``expand_masks``) must give exactly ``secagg.crypto.prg_words`` whatever the split over
+threads or processes, the blocking of keystreams and wherever a chunk starts; the ChaCha20
+rows of the rounding bits are OpenSSL's streams.
 """
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
 from secagg import accumulate_masks, crypto, expand_masks
-from secagg.keystream import chacha20_encryptors, chacha20_rows_into, parallel_columns, process_expand
+from secagg.keystream import (MaskBlock, chacha20_encryptors, chacha20_rows_into, mask_encryptor,
+                              parallel_columns, process_expand, stream_columns)
 
 
-def _keys(m, seed=0, size=16):
+def _keys(m, seed=0, size=32):
     rng = np.random.default_rng(seed)
     return [rng.bytes(size) for _ in range(m)]
 
@@ -84,3 +86,71 @@ def test_chacha20_rows_are_per_client_streams():
 def test_processes_give_what_threads_give():
     keys = _keys(6, 6)
     assert np.array_equal(process_expand(keys, 70_000, 32, workers=2), expand_masks(keys, 70_000, 32, workers=2))
+
+
+def _reference(out0, blocks, bits, prg_words):
+    """The signed sums of the blocks, with Python integers."""
+    want = out0.astype(object)
+    w = out0.shape[1]
+    for blk in blocks:
+        streams = [prg_words(k, w).astype(object) for k in blk.keys]
+        for i, r in enumerate(blk.rows or ()):
+            if r is not None:
+                want[r] = want[r] + blk.sign * streams[i]
+        for r, sg in blk.sums:
+            want[r] = want[r] + sg * sum(streams)
+    return np.array([[int(v) % (1 << bits) for v in row] for row in want], dtype=out0.dtype)
+
+
+@pytest.mark.parametrize("bits", [32, 17, 64, 45])
+@pytest.mark.parametrize("workers", [1, 2])
+def test_stream_columns_blocks_equal_the_signed_sums(bits, workers):
+    # Blocks as the data plane builds them: self masks on a run of rows, a sender's block
+    # (its row minus the sum, receivers plus one stream each, a gap), a sums-only block.
+    rows, width = 7, 70_000 + 33      # several 64 KiB chunks, threads split the columns, a ragged end
+    keys = _keys(12, bits)
+    blocks = [MaskBlock(tuple(keys[0:3]), rows=(0, 1, 2)),
+              MaskBlock(tuple(keys[3:7]), rows=(4, 5, None, 6), sign=1, sums=((1, -1),)),
+              MaskBlock(tuple(keys[7:10]), sums=((3, -1), (6, 1))),
+              MaskBlock((keys[10],), rows=(2,), sign=-1)]
+    wd = np.uint32 if bits <= 32 else np.uint64
+    start = np.random.default_rng(bits).integers(0, 1 << min(bits, 63), size=(rows, width)).astype(wd)
+    seen = []
+
+    def load(c0, c1, buf):
+        np.copyto(buf, start[:, c0:c1])
+
+    out = np.empty_like(start)
+
+    def store(c0, c1, buf):
+        seen.append((c0, c1))
+        out[:, c0:c1] = buf
+
+    produced = stream_columns(rows, width, blocks, bits=bits, workers=workers, load=load, store=store)
+    want = _reference(start, blocks, bits, lambda k, w: crypto.prg_words(k, w, bits))
+    assert np.array_equal(out, want)
+    assert produced == 11 * width * np.dtype(wd).itemsize
+    assert sorted(seen)[0][0] == 0 and sum(b - a for a, b in seen) == width     # every column once
+
+
+def test_aes_prg_stays_selectable_and_differs():
+    keys = _keys(2, 7, size=16)
+    out = np.zeros((2, 5000), dtype=np.uint32)
+    accumulate_masks(out, [(keys[0], [(0, 1)]), (keys[1], [(1, -1)])], bits=32, prg="aes-128-ctr", workers=2)
+    from cryptography.hazmat.primitives.ciphers import modes
+    ref = Cipher(algorithms.AES(keys[0]), modes.CTR(bytes(16))).encryptor().update(bytes(20_000))
+    assert np.array_equal(out[0], np.frombuffer(ref, "<u4"))
+    ref1 = np.frombuffer(Cipher(algorithms.AES(keys[1]), modes.CTR(bytes(16))).encryptor().update(bytes(20_000)),
+                         "<u4")
+    assert np.array_equal(out[1], (-ref1.astype(np.int64)) % (1 << 32))
+    with pytest.raises(ValueError, match="prg="):
+        accumulate_masks(out, [], bits=32, prg="rc4")
+    with pytest.raises(ValueError, match="multiple of 64"):
+        mask_encryptor(keys[0] * 2, 32)
+
+
+def test_mask_block_checks_its_shape():
+    with pytest.raises(ValueError, match="3 keys but 2 rows"):
+        accumulate_masks(np.zeros((3, 10), np.uint32), [MaskBlock(tuple(_keys(3)), rows=(0, 1))], bits=32)
+    with pytest.raises(ValueError, match="outside out's 3 rows"):
+        accumulate_masks(np.zeros((3, 10), np.uint32), [MaskBlock(tuple(_keys(1)), sums=((5, 1),))], bits=32)

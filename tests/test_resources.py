@@ -44,3 +44,34 @@ def test_complete_graph_refused_where_its_masks_cannot_fit():
     # SecAgg+ at the same n, and the complete graph at n = 100, are accepted
     assert make_oracle(RunConfig(secagg="masked", clients=n, neighbors=20, threads=1), n) is not None
     assert make_oracle(RunConfig(secagg="masked", clients=100, threads=1), 100) is not None
+
+
+def test_make_simulation_sets_the_threads_and_make_oracle_leaves_them():
+    from protocols.runner import make_simulation
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        make_oracle(RunConfig(secagg="masked", clients=6, threads=1), 6)
+        assert torch.get_num_threads() == 2                      # building an oracle changes nothing
+        make_simulation(RunConfig(rounds=1, clients=3, model="logreg", secagg="off", threads=1))
+        assert torch.get_num_threads() == 1                      # the run's own count
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_reveals_are_kept_only_when_asked():
+    # Without secure aggregation every round reveals the [n, d] updates; a copy per round is kept
+    # only for an audit (keep_reveals=True), the count of revealed rows always.
+    from protocols.simulation import Simulation
+    cfg = RunConfig(rounds=2, clients=4, model="logreg", rule="fedavg", secagg="off", threads=1)
+    plain, audited = Simulation(cfg), Simulation(cfg, keep_reveals=True)
+    plain.run(), audited.run()
+    assert [r.updates for r in plain.transcript.reveals] == [None, None]
+    assert all(r.updates.shape[0] == 4 for r in audited.transcript.reveals)
+    assert plain.transcript.summary() == audited.transcript.summary()
+    assert plain.transcript.summary()["server_visible_outputs"] == 2 + 2 * 4      # 2 averages, 8 rows
+    assert plain.transcript.calls[-1].output is not None        # the averages stay
+    masked = Simulation(RunConfig(rounds=1, clients=4, model="logreg", rule="fedavg", secagg="masked", threads=1))
+    masked.run()
+    view = masked.transcript.calls[-1].server_view
+    assert view["masked_inputs"].shape[1] == 0 and not view["masked_inputs_kept"]

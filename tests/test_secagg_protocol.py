@@ -184,8 +184,11 @@ def test_k_regular_per_client_threshold_abort():
     proto.drops["unmasking"] = set(nb)
     with pytest.raises(SecureAggregationAborted) as info:
         proto.run()
-    # 0's mask key, or the self-mask seed of a neighbour that lost its holders, is unrecoverable.
-    assert info.value.round == "unmasking" and info.value.client in {u, *nb}
+    # 0's mask key, or the self-mask seed of a client that lost its holders (the graph is drawn
+    # fresh: one whose two neighbours are 0's), is unrecoverable.
+    answer = set(range(n)) - {u} - set(nb)
+    short = {c for c in range(n) if sum(h in answer for h in [c] + proto.graph[c]) < 2}
+    assert u in short and info.value.round == "unmasking" and info.value.client in short
     assert info.value.threshold == proto.share_threshold == 2
 
 
@@ -444,12 +447,19 @@ def test_shamir_field_and_threshold():
 
 
 def test_prg_is_uniform_words_mod_m():
-    key = bytes(range(16))
+    key = bytes(range(32))
     w32 = crypto.prg_words(key, 1000, 32)
     w8 = crypto.prg_words(key, 1000, 8)
     assert w32.dtype == np.uint32 and np.array_equal(w8, w32 & 0xFF)
     assert crypto.prg_words(key, 10, 64).dtype == np.uint64
-    assert not np.array_equal(w32, crypto.prg_words(bytes(16), 1000, 32))
+    assert not np.array_equal(w32, crypto.prg_words(bytes(32), 1000, 32))
+    # The PRG is RFC 8439 ChaCha20 (nonce zero, counter 0): the RFC's Sec. 2.3.2 key and a plain
+    # OpenSSL encryptor give the same little-endian words, and 64-bit words pair them up.
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+    ref = Cipher(algorithms.ChaCha20(key, bytes(16)), None).encryptor().update(bytes(8000))
+    assert np.array_equal(crypto.prg_words(key, 2000, 32), np.frombuffer(ref, "<u4"))
+    assert np.array_equal(crypto.prg_words(key, 1000, 64), np.frombuffer(ref, "<u8"))
+    assert crypto.PRG_CIPHER == "ChaCha20" and len(crypto.mask_key(b"s" * 32, "self")) == 32
 
 
 @pytest.mark.parametrize("bits", [12, 32, 40, 64])
@@ -490,3 +500,47 @@ def test_overwrite_reuses_the_input_buffer():
     assert over.masked_inputs.data_ptr() == y.data_ptr()      # rows of U3 compacted to the front
     assert torch.equal(over.masked_inputs, fresh.masked_inputs) and torch.equal(over.total, fresh.total)
     assert torch.equal(x, _values(8, 700, 32))                # without overwrite the inputs are untouched
+
+
+def test_host_path_runs_on_the_run_threads_and_its_split_changes_nothing():
+    # The host data plane splits the coordinates over threads (OpenSSL releases the GIL); the
+    # masked inputs and the sum do not depend on how many.
+    import secagg.protocol.dataplane as P
+    x = _values(12, 70_000 + 17, 32)
+    kw = dict(modulus_bits=32, threshold=8, neighbors=5, dropouts={"masked_input": [3]}, insecure_reproducible=True)
+    proto1 = SecAggProtocol(x, **kw)
+    one = proto1.run()
+    two = run_protocol(x, **kw)
+    assert torch.equal(one.total, two.total) and torch.equal(one.masked_inputs, two.masked_inputs)
+    U2 = set(one.rounds["share_keys"])
+    survivors = one.survivors
+    plan_args = (proto1.clients, proto1.graph, survivors, U2, one.reconstructed_seeds, one.reconstructed_keys,
+                 one.public_keys)
+    for workers in (1, 3):
+        total, masked, _ = P.masked_sum(x, 32, *plan_args, workers=workers)
+        assert torch.equal(total, one.total) and torch.equal(masked, one.masked_inputs)
+    # in groups of 5 survivors (edges between groups generated on each side): the same values
+    grouped = P.EncodedRows(12, x.shape[1], "cpu", lambda ids: x[ids], group_rows=5)
+    total, masked, nbytes = P.masked_sum(grouped, 32, *plan_args)
+    assert torch.equal(total, one.total) and torch.equal(masked, one.masked_inputs)
+    assert nbytes > one.keystream_bytes                          # cross-group edges: twice
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("bits", [20, 32, 64])
+def test_cuda_data_plane_equals_the_host_path_and_keeps_masks_on_device(monkeypatch, bits):
+    """On CUDA the keystreams come from secagg.chacha20 on the device (the host engine must not
+    run); the masked inputs and the sum equal OpenSSL's host path bit for bit."""
+    import secagg.keystream as KS
+    x = _values(40, 300_000 + 5, bits)
+    kw = dict(modulus_bits=bits, threshold=27, neighbors="auto", dropouts={"masked_input": [1, 7]},
+              insecure_reproducible=True)
+    host = run_protocol(x, **kw)
+
+    def no_host(*a, **k):
+        raise AssertionError("the host keystream engine ran for CUDA inputs")
+    monkeypatch.setattr(KS, "stream_columns", no_host)
+    dev = run_protocol(x.cuda(), **kw)
+    assert dev.total.device.type == "cuda" and dev.masked_inputs.device.type == "cuda"
+    assert torch.equal(host.total, dev.total.cpu()) and torch.equal(host.masked_inputs, dev.masked_inputs.cpu())
+    assert torch.equal(dev.total.cpu(), modular_sum(x[dev.survivors], bits))

@@ -126,7 +126,9 @@ def add_run_options(p: argparse.ArgumentParser, out_help: Optional[str] = None) 
                    help="masked: fraction of clients that may drop in one protocol call, for the bound "
                         "(default: max(0.1, --dropout-rate))")
     p.add_argument("--dropout-rate", type=float, default=d.dropout_rate,
-                   help="masked: probability a client drops in a protocol call (default: %(default)s)")
+                   help="masked: fraction of the clients that drop in each protocol call, round(rate x n) chosen "
+                        "at random per call; a rate that leaves fewer than the threshold is refused "
+                        "(default: %(default)s)")
     p.add_argument("--on-abort", default=d.on_abort, choices=["continue", "stop"],
                    help="masked: when too few clients survive a protocol call and it aborts, continue (the "
                         "round keeps the model, as a real server would; the round's record says so) or stop "
@@ -153,6 +155,10 @@ def add_run_options(p: argparse.ArgumentParser, out_help: Optional[str] = None) 
                         "results do not depend on it)")
     p.add_argument("--seed", type=int, default=d.seed, help="(default: %(default)s)")
     p.add_argument("--device", default=d.device, help="torch device (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=d.threads, metavar="N",
+                   help="torch CPU threads, also the host keystream threads of --secagg masked (default: "
+                        "%(default)s; None or 0: the idle cores, i.e. this process's cores minus the last "
+                        "minute's load average; OMP_NUM_THREADS in the environment wins)")
     g = p.add_argument_group("differential privacy")
     g.add_argument("--dp", default=d.dp, choices=DP_MODES,
                    help="record: Opacus DP-SGD in each client's local training; user-central: clip each "

@@ -78,7 +78,6 @@ def apply_threads(threads: Optional[int] = None) -> int:
 
 def make_oracle(cfg: RunConfig, n_clients: int) -> Optional[secagg.SecureAverageOracle]:
     """The oracle for ``cfg.secagg`` (None for "off": rules see plaintext updates)."""
-    apply_threads(cfg.threads)          # every protocol builds its oracle first: the run's CPU threads
     if cfg.secagg == "masked" and cfg.neighbors is None and n_clients * (n_clients - 1) // 2 > COMPLETE_GRAPH_MAX_PAIRS:
         pairs = n_clients * (n_clients - 1) // 2
         raise ValueError(f"secagg=masked on the complete graph with {n_clients} clients expands {pairs:,} pairwise "
@@ -95,10 +94,15 @@ def make_oracle(cfg: RunConfig, n_clients: int) -> Optional[secagg.SecureAverage
     gamma = cfg.corrupt_fraction if cfg.corrupt_fraction is not None else max(DEFAULT_CORRUPT_FRACTION, cfg.corrupt)
     kwargs = {"bits": cfg.bits, "clip": cfg.clip, "overflow": cfg.overflow, "seed": cfg.seed,
               "neighbors": cfg.neighbors, "dropout_rate": cfg.dropout_rate, "corrupt_fraction": gamma,
-              "dropout_fraction": cfg.dropout_fraction}
+              "dropout_fraction": cfg.dropout_fraction,
+              # no audit reads the masked inputs: never the [n, d] integers per call in the transcript
+              "keep_masked_inputs": False}
     if threshold is not None:
         kwargs["threshold"] = threshold
-    return secagg.MaskedOracle(**kwargs)
+    oracle = secagg.MaskedOracle(**kwargs)
+    if cfg.dropout_rate > 0:
+        oracle.check_dropouts(n_clients)
+    return oracle
 
 
 @dataclass

@@ -31,9 +31,13 @@ from protocols.simulation.config import RunConfig
 
 @register_protocol("params")
 class Simulation:
-    """One federated run. ``run()`` returns the list of :class:`RoundRecord`."""
+    """One federated run. ``run()`` returns the list of :class:`RoundRecord`.
 
-    def __init__(self, cfg: RunConfig, dataset: Optional[Dataset] = None):
+    ``keep_reveals``: keep a copy of every round's revealed [n, d] updates in the transcript
+    (without secure aggregation the server holds them); only the audits of the individual view
+    read them, so only they ask (a copy per round is the size of the updates)."""
+
+    def __init__(self, cfg: RunConfig, dataset: Optional[Dataset] = None, *, keep_reveals: bool = False):
         cfg.validate()
         if cfg.protocol != self.protocol_name:
             raise ValueError(f"Simulation runs protocol={self.protocol_name!r}, not {cfg.protocol!r}; "
@@ -83,7 +87,7 @@ class Simulation:
         self.personal = torch.zeros(cfg.clients, d, device=self.device) if self.personalized else None
         self.secure = cfg.secagg != "off"
         self.oracle = make_oracle(cfg, cfg.clients)
-        self.transcript = Transcript()
+        self.transcript = Transcript(keep_reveals=keep_reveals)
         self.local = cfg.local_training()
         self.trainer = TRAINERS[cfg.training]
         self.gen = torch.Generator().manual_seed(cfg.seed)

@@ -1,11 +1,11 @@
 """secagg.protocol: SecAgg (Bonawitz et al. 2017, Fig. 4) and SecAgg+ (Bell et al. 2020), split by role and round.
-May import: numpy, torch, cryptography and secagg's primitives (crypto, shamir, graph, pki, secrets, encoding, errors).
+May import: numpy, torch, cryptography and secagg's primitives (crypto, shamir, graph, pki, secrets, encoding, keystream, chacha20, errors).
 
 Modules, by role and round (each imports only those listed before it):
 
 - :mod:`.messages`: round names, public parameters, :class:`ProtocolResult`, aborts and
   detections, argument checks;
-- :mod:`.dataplane`: mask expansion and the chunked masked sum (Fig. 4, Rounds 2-3);
+- :mod:`.dataplane`: mask expansion and the masked sum, on every core or on the inputs' device (Fig. 4, Rounds 2-3);
 - :mod:`.active`: the honest client's checks of the active model (Fig. 4, red parts);
 - :mod:`.client`: the honest client, :class:`SecAggClient` (Fig. 4, "User");
 - :mod:`.strategy`: the server's hooks between rounds, :class:`HonestServer`;

@@ -97,7 +97,13 @@ class SecAggProtocol:
                  server: Optional[HonestServer] = None, corrupt_fraction: Optional[float] = None,
                  dropout_fraction: Optional[float] = None, insecure_reproducible: bool = False,
                  pki: Optional[SimulatedPKI] = None):
-        n, d = check_inputs(values, modulus_bits)
+        if isinstance(values, dataplane.EncodedRows):   # inputs encoded on demand, a group at a time
+            n, d = check_inputs(torch.zeros((values.shape[0], 0), dtype=torch.int64), modulus_bits)
+            d = values.shape[1]
+            if overwrite:
+                raise ValueError("overwrite=True needs the inputs as a tensor, not EncodedRows")
+        else:
+            n, d = check_inputs(values, modulus_bits)
         self.active = check_flag("active_security", active_security)
         self.insecure_reproducible = check_flag("insecure_reproducible", insecure_reproducible)
         self.values, self.n, self.d, self.bits = values, n, d, modulus_bits
