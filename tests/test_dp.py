@@ -624,11 +624,11 @@ def test_central_and_distributed_dp_fedavg_reach_similar_accuracy_on_digits():
         acc = dp.PrivacyAccountant(1.0)
         if kind == "central":
             oracle = dp.CentralDPOracle(clip=clip, noise_multiplier=z, accountant=acc, denominator=float(n_clients),
-                                        seed=seed)
+                                        seed=seed, seeded_noise=True)
         else:
             oracle = dp.DistributedDPOracle(secagg.QuantizedOracle(bits=32, clip=clip, seed=seed), clip=clip,
                                             noise_multiplier=z, accountant=acc, denominator=float(n_clients),
-                                            seed=seed)
+                                            seed=seed, seeded_noise=True)
         g = torch.Generator().manual_seed(seed)
         for _ in range(rounds):
             upd = train_vmap(model, data.x_train, data.y_train, parts, cfg, g)
@@ -638,7 +638,9 @@ def test_central_and_distributed_dp_fedavg_reach_similar_accuracy_on_digits():
             acc.end_round()
         return evaluate(model, data.x_test, data.y_test)[0], acc.epsilon(DELTA)
 
-    def mean_acc(kind, z, seeds=(0, 1)):
+    # seeded noise (the opt-in for paired experiments): a test must not depend on the CSPRNG's draw;
+    # four seeds, since at z = 3 one run's accuracy spreads by about +-0.07
+    def mean_acc(kind, z, seeds=(0, 1, 2, 3)):
         out = [run(kind, z, seed) for seed in seeds]
         return sum(a for a, _ in out) / len(out), out[0][1]
 

