@@ -9,6 +9,8 @@ module needs nothing from the server or the adversaries.
 """
 from __future__ import annotations
 
+import weakref
+
 from typing import Any, Dict, List, Optional, Tuple
 
 from torch import Tensor
@@ -44,7 +46,9 @@ class HonestServer:
         if self.proto is not None:
             raise ValueError(f"this {type(self).__name__} already serves a protocol instance; "
                              "use a new server strategy per instance")
-        self.proto = proto
+        # a weak reference: the protocol holds its server, and a cycle through the inputs (the
+        # [n, d] updates) would keep them alive until the next garbage collection
+        self.proto = weakref.proxy(proto)
 
     def keys_for(self, client: int, keys: Dict[int, bytes]) -> Dict[int, bytes]:
         """The advertised keys {v: c_v^PK || s_v^PK [|| sigma_v]} listed to ``client`` at the start of
