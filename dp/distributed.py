@@ -75,15 +75,15 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from secagg import FixedPointEncoder, QuantizedOracle, SecureAverageOracle, SumResult, modular_sum, wrap_mod
+from secagg import FixedPointEncoder, QuantizedOracle, SumResult, modular_sum, wrap_mod
 
 from .accounting import (DEFAULT_ACCOUNTANT, PrivacyAccountant, check_accountant, check_clip, check_delta,
                          check_mechanism, check_noise_multiplier, check_sample_rate, compose_noise_multipliers,
                          history_epsilon, split_noise_multiplier)
 from .discrete_gaussian import discrete_gaussian
-from .noise import STREAM_DISTRIBUTED, check_seeded, noise_rng
-from .user_level import (DEN_FRACTION, check_clipped, check_den_fraction, check_min_weight, check_public_weight_bound,
-                         clamp_denominator)
+from .noise import STREAM_DISTRIBUTED, check_seeded
+from .user_level import (DEN_FRACTION, NoisyOracle, check_clipped, check_den_fraction, check_min_weight,
+                         check_public_weight_bound, clamp_denominator)
 
 Tensor = torch.Tensor
 
@@ -282,7 +282,7 @@ def noisy_sum(payload: Tensor, p: DistributedPlan, *, rounding_generator=None,
     return NoisySum(total, decoded, encoded, noise, list(survivors), enc, p, z_eff, view)
 
 
-class DistributedDPOracle(SecureAverageOracle):
+class DistributedDPOracle(NoisyOracle):
     """Secure-average oracle whose sums carry distributed discrete Gaussian noise (module docstring).
 
     Parameters
@@ -315,6 +315,8 @@ class DistributedDPOracle(SecureAverageOracle):
     :meth:`set_cohort` marks the corrupted clients of the current cohort (they add no
     noise and their shares are not counted).
     """
+
+    noise_stream = STREAM_DISTRIBUTED
 
     name = "distributed-dp"
 
@@ -361,16 +363,6 @@ class DistributedDPOracle(SecureAverageOracle):
     def set_cohort(self, noiseless: Optional[Tensor] = None) -> None:
         """Mark the rows (clients of the current cohort, in call order) that add no noise."""
         self.noiseless = None if noiseless is None else torch.as_tensor(noiseless, dtype=torch.bool).reshape(-1)
-
-    def average(self, vectors: Tensor, weights: Tensor, *, weight_bound: Optional[float] = None, **kw) -> Tensor:
-        """One noisy oracle call; ``weight_bound`` None means the oracle's public bound."""
-        return super().average(vectors, weights, weight_bound=self.weight_bound if weight_bound is None
-                               else weight_bound, **kw)
-
-    def rng(self):
-        """The noise source of the next call (key: rounds closed, releases pending)."""
-        return noise_rng(self.seeded_noise, self.seed, STREAM_DISTRIBUTED, len(self.accountant.rounds),
-                         len(self.accountant.pending))
 
     def plan(self, n: int, d: int) -> DistributedPlan:
         return plan(bits=self.bits, clip=self.clip, noise_multiplier=self.noise_multiplier, n_clients=n, dim=d,

@@ -259,7 +259,24 @@ def central_sensitivities(clip: float, base: SecureAverageOracle, n: int, d: int
 Denominator = Union[str, float]
 
 
-class CentralDPOracle(SecureAverageOracle):
+class NoisyOracle(SecureAverageOracle):
+    """What the DP oracles share: calls under the oracle's public weight bound, and the noise
+    source of each call (:func:`dp.noise.noise_rng` on the subclass's ``noise_stream``)."""
+
+    noise_stream: int
+
+    def average(self, vectors: Tensor, weights: Tensor, *, weight_bound: Optional[float] = None, **kw) -> Tensor:
+        """One noisy oracle call; ``weight_bound`` None means the oracle's public bound."""
+        return super().average(vectors, weights, weight_bound=self.weight_bound if weight_bound is None
+                               else weight_bound, **kw)
+
+    def rng(self):
+        """The noise source of the next call (key: rounds closed, releases pending)."""
+        return noise_rng(self.seeded_noise, self.seed, self.noise_stream, len(self.accountant.rounds),
+                         len(self.accountant.pending))
+
+
+class CentralDPOracle(NoisyOracle):
     """Secure-average oracle with central Gaussian noise on the released sums (DP-FedAvg).
 
     Each client's row x_i must have L2 norm <= ``clip`` (clip first with
@@ -297,6 +314,8 @@ class CentralDPOracle(SecureAverageOracle):
     integer noise draws (numerator, then the weight's), for tests and paired checks.
     """
 
+    noise_stream = STREAM_CENTRAL
+
     name = "central-dp"
 
     def __init__(self, base: Optional[SecureAverageOracle] = None, *, clip: float, noise_multiplier: float,
@@ -329,16 +348,6 @@ class CentralDPOracle(SecureAverageOracle):
         self.last: Dict[str, Any] = {}
         self.last_noise: Optional[np.ndarray] = None
         self.last_plans: tuple = ()
-
-    def average(self, vectors: Tensor, weights: Tensor, *, weight_bound: Optional[float] = None, **kw) -> Tensor:
-        """One noisy oracle call; ``weight_bound`` None means the oracle's public bound."""
-        return super().average(vectors, weights, weight_bound=self.weight_bound if weight_bound is None
-                               else weight_bound, **kw)
-
-    def rng(self):
-        """The noise source of the next call (key: rounds closed, releases pending)."""
-        return noise_rng(self.seeded_noise, self.seed, STREAM_CENTRAL, len(self.accountant.rounds),
-                         len(self.accountant.pending))
 
     def noise_stds(self, d: int):
         """(numerator std, denominator std or None, z_num, z_den) of a call on d coordinates

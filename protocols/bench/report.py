@@ -204,7 +204,8 @@ def write_report(result: dict, out_dir: Path, meta: Dict[str, object]) -> Dict[s
         row.update({k: _jsonable(v) for k, v in r.items() if k not in ROW_KEYS})
         row["goal_met"] = goal_met(r)
         rows.append(row)
-    result = dict(result, peers=result.get("peers", peer_report(result)))
+    if "peers" not in result:
+        result = dict(result, peers=peer_report(result))
     data = {"meta": meta, "rows": rows, "peers": result["peers"], "skipped": result.get("skipped", {}),
             "failed": result.get("failed", {}), "suite_seconds": result.get("seconds", {})}
     paths = {"json": out_dir / "bench.json", "md": out_dir / "bench.md"}

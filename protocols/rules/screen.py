@@ -159,19 +159,6 @@ def screen(x: Tensor, rows: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Te
     return est, lo, hi
 
 
-def _enclose(est: Tensor, norm: Tensor, k_rel: float, absolute: float) -> Tuple[Tensor, Tensor]:
-    """[lo, hi] = est -+ (k_rel (|y_i| + |y_j|)^2 + absolute (1 + |y_i| + |y_j|)), float64
-    rounding included; 0 on the diagonal."""
-    pair = norm[:, None] + norm[None, :]
-    err = k_rel * (1 + 2.0 ** -20) * pair * pair + absolute * (1 + pair)
-    lo = (est - err).clamp_min(0) * (1 - 2.0 ** -50)
-    hi = (est + err) * (1 + 2.0 ** -50)
-    if lo.shape[0] == lo.shape[1]:
-        lo.fill_diagonal_(0)
-        hi.fill_diagonal_(0)
-    return lo, hi
-
-
 def float64_gram_rows(x: Tensor, rows: Tensor, centre: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
     """Level 2: float64 enclosures (estimate, lo, hi), [len(rows), n], of the squared distances
     from ``rows`` to every client, from the Gram matrix of y = fl64(x - c) (c: the mean of the

@@ -51,6 +51,16 @@ FRESH_DIRECTIONS = 2000
 _MAX_FRESH_FLOATS = 1 << 26
 
 
+def train_rounds(sim, rounds: int, what: str, tick) -> Dict[int, Tensor]:
+    """Run ``rounds`` rounds of ``sim``; the clients of each round, {round: client ids}."""
+    clients: Dict[int, Tensor] = {}
+    for rnd in range(rounds):
+        rec = sim.step(rnd)
+        clients[rnd] = sim.last_round_clients.clone()
+        tick(f"{what} round {rnd + 1}/{rounds}: test accuracy {rec.test_accuracy:.3f}")
+    return clients
+
+
 def _check(cfg: AuditConfig) -> None:
     if cfg.run.attack:
         raise ValueError(f"canary audits run without poisoning (got --attack {cfg.run.attack}): the corrupted "
@@ -151,11 +161,7 @@ def client_canary_run(cfg: AuditConfig, tick: Callable[..., None]) -> Tuple[Simu
     sim.sample_clients = cohort
     sim.client_updates = with_canaries
     R = run.rounds
-    clients: Dict[int, Tensor] = {}
-    for rnd in range(R):
-        rec = sim.step(rnd)
-        clients[rnd] = sim.last_round_clients.clone()
-        tick(f"client canaries round {rnd + 1}/{R}: test accuracy {rec.test_accuracy:.3f}")
+    clients = train_rounds(sim, R, "client canaries", tick)
     del sim.client_updates, sim.sample_clients
     gh = sim.global_history
     deltas = torch.stack([gh[t + 1] - gh[t] for t in range(R)])
@@ -214,11 +220,7 @@ def record_canary_run(cfg: AuditConfig, tick: Callable[..., None]) -> Tuple[Simu
     sim = Simulation(dataclasses.replace(base.cfg, partition="iid", partition_args={}), dataset=ds, keep_reveals=True)
     sim.client_indices = [ix.sort().values.to(sim.device) for ix in parts]
     R = run.rounds
-    clients: Dict[int, Tensor] = {}
-    for rnd in range(R):
-        rec = sim.step(rnd)
-        clients[rnd] = sim.last_round_clients.clone()
-        tick(f"record canaries round {rnd + 1}/{R}: test accuracy {rec.test_accuracy:.3f}")
+    clients = train_rounds(sim, R, "record canaries", tick)
     model, gh, last = sim.model, sim.global_history, R - 1
     recs = M.Records(cx, cy)
 
